@@ -1,0 +1,25 @@
+"""Errors of the credit operations. Each maps to one HTTP answer through config.errors."""
+
+from config.errors import ApplicationError, Conflict, NotFound
+
+
+class InsufficientCredits(ApplicationError):
+    status_code = 403
+    code = "insufficient_credits"
+
+
+class AccountFrozen(ApplicationError):
+    status_code = 403
+    code = "account_frozen"
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+
+
+class HoldAlreadySettled(Conflict):
+    code = "request_already_settled"
+
+
+class HoldNotFound(NotFound):
+    code = "request_not_found"

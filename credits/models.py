@@ -1,0 +1,261 @@
+"""The credit ledger.
+
+Design, in one paragraph: every credit enters an account as a **lot** (one per grant) and
+leaves it through **ledger entries** that name the lot they touch. Entries are append-only
+(a database trigger refuses UPDATE, DELETE and TRUNCATE) and each carries a unique
+idempotency key, so a retried operation finds its first result instead of writing twice.
+`CreditAccount.balance`, `.reserved` and each lot's `remaining`/`reserved` are caches of what
+the entries and live holds say; `python manage.py reconcile_ledger` recomputes them. A **hold**
+reserves credit of one lot for one gateway request; it is not an entry: committing it writes
+a `charge`, releasing it writes nothing (unless its lot expired meanwhile: then the released
+credit gets its `expire` entry).
+
+Invariants kept by the database itself (named CHECK constraints): balance and reserved never
+negative, reserved never above balance, a lot's `0 <= reserved <= remaining <= granted`, entry
+amounts signed by kind. Foreign keys from entries are PROTECT: an account with history is
+deactivated, never deleted. All writes go through `credits.services`.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import F, Q
+
+
+class Tier(models.Model):
+    """A rate-limit tier, chosen by the balance before a request. Editable by staff."""
+
+    name = models.CharField(max_length=32, unique=True)
+    min_balance = models.PositiveIntegerField()
+    max_balance = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Empty: no upper bound."
+    )
+    requests_per_minute = models.PositiveIntegerField()
+    requests_per_hour = models.PositiveIntegerField()
+    requests_per_day = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ("min_balance",)
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(min_balance__gte=1), name="tier_min_balance_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(max_balance__isnull=True) | Q(max_balance__gte=F("min_balance")),
+                name="tier_max_not_below_min",
+            ),
+            models.CheckConstraint(
+                condition=Q(requests_per_minute__gt=0)
+                & Q(requests_per_hour__gt=0)
+                & Q(requests_per_day__gt=0),
+                name="tier_limits_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        top = self.max_balance
+        overlapping = Tier.objects.exclude(pk=self.pk).filter(
+            Q(max_balance__isnull=True) | Q(max_balance__gte=self.min_balance)
+        )
+        if top is not None:
+            overlapping = overlapping.filter(min_balance__lte=top)
+        clash = overlapping.first()
+        if clash is not None:
+            raise ValidationError(f"The balance range overlaps the tier {clash.name}.")
+
+
+class CreditSettings(models.Model):
+    """Amounts staff can change without a deploy. One row (pk=1)."""
+
+    signup_credits = models.PositiveIntegerField(default=100)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "credit settings"
+
+    def __str__(self) -> str:
+        return "Credit settings"
+
+    @classmethod
+    def load(cls) -> "CreditSettings":
+        obj, _ = cls.objects.get_or_create(pk=1)
+        return obj
+
+
+class CreditAccount(models.Model):
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        primary_key=True,
+        related_name="credit_account",
+    )
+    balance = models.IntegerField(default=0)
+    reserved = models.IntegerField(default=0)
+    consumed = models.BigIntegerField(default=0, help_text="Credits charged, all time.")
+    # The earliest instant at which a lot with unspent credit or a live hold expires. Until
+    # then the cached balance and reserved are exact; from then on the next money operation
+    # (or the sweep) writes the expiry first. Keeps the hot path to one row read.
+    next_event_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    frozen_at = models.DateTimeField(null=True, blank=True)
+    frozen_reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(balance__gte=0), name="account_balance_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(reserved__gte=0), name="account_reserved_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(reserved__lte=F("balance")), name="account_reserved_within_balance"
+            ),
+            models.CheckConstraint(
+                condition=Q(consumed__gte=0), name="account_consumed_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"credits of {self.user}"
+
+
+class LotSource(models.TextChoices):
+    SIGNUP = "signup"
+    PURCHASE = "purchase"
+    REFERRAL = "referral"
+    ADJUSTMENT = "adjustment"
+
+
+class Lot(models.Model):
+    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="lots")
+    source = models.CharField(max_length=16, choices=LotSource.choices)
+    package = models.CharField(max_length=64, blank=True, help_text="Package slug, if bought.")
+    granted = models.PositiveIntegerField()
+    remaining = models.PositiveIntegerField()
+    reserved = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    expired_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the expiry was written."
+    )
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(granted__gt=0), name="lot_granted_positive"),
+            models.CheckConstraint(
+                condition=Q(remaining__gte=0) & Q(remaining__lte=F("granted")),
+                name="lot_remaining_within_granted",
+            ),
+            models.CheckConstraint(
+                condition=Q(reserved__gte=0) & Q(reserved__lte=F("remaining")),
+                name="lot_reserved_within_remaining",
+            ),
+        ]
+        indexes = [
+            # Burn-down: the lots that can still be spent, soonest expiry first.
+            models.Index(
+                fields=["account", "expires_at", "id"],
+                name="lot_spendable",
+                condition=Q(remaining__gt=0),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"lot {self.pk} ({self.source}, {self.remaining}/{self.granted})"
+
+
+class EntryKind(models.TextChoices):
+    GRANT = "grant"
+    CHARGE = "charge"
+    EXPIRE = "expire"
+    ADJUST = "adjust"
+    CLAWBACK = "clawback"
+
+
+class LedgerEntry(models.Model):
+    """One movement of credits. Append-only: never updated, never deleted."""
+
+    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="entries")
+    lot = models.ForeignKey(Lot, on_delete=models.PROTECT, related_name="entries")
+    kind = models.CharField(max_length=16, choices=EntryKind.choices)
+    amount = models.IntegerField()
+    balance_after = models.IntegerField()
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    reference = models.CharField(max_length=200, blank=True, db_index=True)
+    reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "ledger entries"
+        constraints = [
+            models.CheckConstraint(condition=~Q(amount=0), name="entry_amount_not_zero"),
+            models.CheckConstraint(
+                condition=Q(balance_after__gte=0), name="entry_balance_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=(
+                    Q(kind=EntryKind.GRANT, amount__gt=0)
+                    | Q(
+                        kind__in=[EntryKind.CHARGE, EntryKind.EXPIRE, EntryKind.CLAWBACK],
+                        amount__lt=0,
+                    )
+                    | Q(kind=EntryKind.ADJUST)
+                ),
+                name="entry_amount_sign_matches_kind",
+            ),
+        ]
+        indexes = [models.Index(fields=["account", "-id"], name="entry_account_newest")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount:+d} ({self.idempotency_key})"
+
+
+class HoldStatus(models.TextChoices):
+    LIVE = "live"
+    COMMITTED = "committed"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+
+class Hold(models.Model):
+    """Credit reserved for one gateway request until it is committed, released or expires."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="holds")
+    lot = models.ForeignKey(Lot, on_delete=models.PROTECT, related_name="holds")
+    request_id = models.CharField(max_length=128, unique=True)
+    amount = models.PositiveSmallIntegerField(default=1)
+    status = models.CharField(max_length=16, choices=HoldStatus.choices, default=HoldStatus.LIVE)
+    charged = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    settled_at = models.DateTimeField(null=True, blank=True)
+    # What authorize answered, replayed as it was when the gateway retries the request id.
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    decision = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="hold_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(charged__lte=F("amount")), name="hold_charged_within_amount"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["expires_at"], name="hold_live_expiry", condition=Q(status="live")
+            ),
+            models.Index(fields=["account"], name="hold_live_account", condition=Q(status="live")),
+        ]
+
+    def __str__(self) -> str:
+        return f"hold {self.request_id} ({self.status})"

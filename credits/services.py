@@ -1,0 +1,604 @@
+"""The only way credits move. Views, admin actions, tasks, webhooks and commands call these.
+
+Concurrency policy (one rule, everywhere): every operation runs in one transaction that first
+locks its account row (`SELECT ... FOR UPDATE`), then touches lots and holds of that account only.
+Locking the account serialises all money operations of one account, so two of them can never
+both see the same available credit; accounts are always locked one at a time, so there is no lock
+order to get wrong. On SQLite (the embedded default) `FOR UPDATE` is a no-op, but transactions
+there begin IMMEDIATE, which takes the database's single write lock up front: the same effect.
+
+Idempotency: every entry carries a unique idempotency key. Operations look the key up *after*
+taking the account lock, so a concurrent repeat waits for the first to commit and then finds its
+result; the unique index catches the one case the lock cannot (the same key used on two accounts).
+
+Expiry: `_settle_due` runs at the start of every operation whose account has something due
+(`next_event_at <= now`), so a lot past its `expires_at` is never spent even if the periodic sweep
+has not run, and every expired credit gets exactly one `expire` entry (its key names the lot or the
+hold it comes from).
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Min, Q, QuerySet, Sum
+
+from accounts.models import User
+
+from . import clock
+from .errors import (
+    AccountFrozen,
+    HoldAlreadySettled,
+    HoldNotFound,
+    IdempotencyConflict,
+    InsufficientCredits,
+)
+from .models import CreditAccount, EntryKind, Hold, HoldStatus, LedgerEntry, Lot, LotSource
+
+
+@dataclass(frozen=True)
+class Balance:
+    balance: int
+    reserved: int
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.reserved
+
+
+@dataclass(frozen=True)
+class HoldResult:
+    hold: Hold
+    created: bool  # False when the request id had been held before (a replay)
+    available: int  # available balance after the hold
+
+
+@dataclass(frozen=True)
+class SettleResult:
+    hold: Hold
+    charged: int
+    available: int
+    replayed: bool
+
+
+# --- reads (no writes, ever) ---------------------------------------------------------------
+
+
+def account_balance(*, account: CreditAccount, now: datetime | None = None) -> Balance:
+    """Balance and reserved as of `now`, treating expired lots and holds as already swept."""
+    now = now or clock.now()
+    if account.next_event_at is None or now < account.next_event_at:
+        return Balance(account.balance, account.reserved)
+    balance = (
+        Lot.objects.filter(account=account, remaining__gt=0)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .aggregate(total=Sum("remaining"))["total"]
+        or 0
+    )
+    live = Hold.objects.filter(account=account, status=HoldStatus.LIVE, expires_at__gt=now)
+    reserved = live.aggregate(total=Sum("amount"))["total"] or 0
+    # Credits held before their lot expired still belong to the balance until settled.
+    balance += live.filter(lot__expires_at__lte=now).aggregate(total=Sum("amount"))["total"] or 0
+    return Balance(balance, reserved)
+
+
+def lots_spendable(*, account: CreditAccount, now: datetime | None = None) -> list[Lot]:
+    """Unexpired lots with credit left, in burn-down order: soonest expiry first, never-expiring
+    last, ties to the oldest grant."""
+    now = now or clock.now()
+    return list(
+        Lot.objects.filter(account=account, remaining__gt=0)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .order_by(F("expires_at").asc(nulls_last=True), "id")
+    )
+
+
+# --- the building blocks (call inside an atomic block, with the account locked) -------------
+
+
+def _lock_account(user_id: UUID) -> CreditAccount:
+    return CreditAccount.objects.select_for_update().get(pk=user_id)
+
+
+def _existing_entry(key: str) -> LedgerEntry | None:
+    return LedgerEntry.objects.filter(idempotency_key=key).first()
+
+
+def _write_entry(
+    account: CreditAccount,
+    lot: Lot,
+    *,
+    kind: str,
+    amount: int,
+    key: str,
+    now: datetime,
+    reference: str = "",
+    reason: str = "",
+    created_by: User | None = None,
+) -> LedgerEntry:
+    """Append one entry; the caller has already moved `account.balance` and the lot."""
+    return LedgerEntry.objects.create(
+        account=account,
+        lot=lot,
+        kind=kind,
+        amount=amount,
+        balance_after=account.balance,
+        idempotency_key=key,
+        reference=reference,
+        reason=reason,
+        created_by=created_by,
+        created_at=now,
+    )
+
+
+def _save_account(account: CreditAccount) -> None:
+    account.save(update_fields=["balance", "reserved", "consumed", "next_event_at"])
+
+
+def _recompute_next_event(account: CreditAccount) -> None:
+    lot_next = (
+        Lot.objects.filter(account=account, remaining__gt=F("reserved"), expired_at__isnull=True)
+        .exclude(expires_at__isnull=True)
+        .aggregate(at=Min("expires_at"))["at"]
+    )
+    hold_next = Hold.objects.filter(account=account, status=HoldStatus.LIVE).aggregate(
+        at=Min("expires_at")
+    )["at"]
+    candidates = [at for at in (lot_next, hold_next) if at is not None]
+    account.next_event_at = min(candidates) if candidates else None
+
+
+def _release_hold(account: CreditAccount, hold: Hold, *, status: str, now: datetime) -> None:
+    """Return a hold's credit to its lot. If the lot has expired meanwhile, the credit expires
+    now, with its own entry (the lot's sweep left it alone because it was held)."""
+    lot = Lot.objects.select_for_update().get(pk=hold.lot_id)
+    lot.reserved -= hold.amount
+    account.reserved -= hold.amount
+    if lot.expires_at is not None and lot.expires_at <= now:
+        lot.remaining -= hold.amount
+        account.balance -= hold.amount
+        _write_entry(
+            account,
+            lot,
+            kind=EntryKind.EXPIRE,
+            amount=-hold.amount,
+            key=f"expire:hold:{hold.pk}",
+            now=now,
+            reference=f"request:{hold.request_id}",
+        )
+        if lot.expired_at is None:
+            lot.expired_at = now
+    lot.save(update_fields=["reserved", "remaining", "expired_at"])
+    hold.status = status
+    hold.settled_at = now
+    hold.save(update_fields=["status", "settled_at"])
+
+
+def _settle_due(account: CreditAccount, now: datetime) -> None:
+    """Write what has come due on a locked account: release expired holds, expire lots."""
+    if account.next_event_at is None or now < account.next_event_at:
+        return
+    expired_holds = Hold.objects.select_for_update().filter(
+        account=account, status=HoldStatus.LIVE, expires_at__lte=now
+    )
+    for hold in expired_holds.order_by("expires_at"):
+        _release_hold(account, hold, status=HoldStatus.EXPIRED, now=now)
+    due_lots = Lot.objects.select_for_update().filter(
+        account=account, expired_at__isnull=True, expires_at__lte=now
+    )
+    for lot in due_lots.order_by("expires_at", "id"):
+        unheld = lot.remaining - lot.reserved
+        if unheld > 0:
+            lot.remaining -= unheld
+            account.balance -= unheld
+            _write_entry(
+                account,
+                lot,
+                kind=EntryKind.EXPIRE,
+                amount=-unheld,
+                key=f"expire:lot:{lot.pk}",
+                now=now,
+            )
+        lot.expired_at = now
+        lot.save(update_fields=["remaining", "expired_at"])
+    _recompute_next_event(account)
+    _save_account(account)
+
+
+def _open(user_id: UUID, now: datetime) -> CreditAccount:
+    account = _lock_account(user_id)
+    _settle_due(account, now)
+    return account
+
+
+def _spendable_lots_locked(account: CreditAccount, now: datetime) -> QuerySet[Lot]:
+    return (
+        Lot.objects.select_for_update()
+        .filter(account=account, remaining__gt=F("reserved"))
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .order_by(F("expires_at").asc(nulls_last=True), "id")
+    )
+
+
+def _check_replay(entry: LedgerEntry, *, amount: int, account: CreditAccount) -> LedgerEntry:
+    if entry.account_id != account.pk or entry.amount != amount:
+        raise _unique_key_guard(entry.idempotency_key)
+    return entry
+
+
+def _unique_key_guard(key: str) -> IdempotencyConflict:
+    return IdempotencyConflict(
+        f"The idempotency key {key!r} was already used for a different operation; "
+        "nothing was written."
+    )
+
+
+# --- operations ------------------------------------------------------------------------------
+
+
+def account_open(*, user_id: UUID) -> CreditAccount:
+    """Create the credit account of a new user (idempotent)."""
+    account, _ = CreditAccount.objects.get_or_create(user_id=user_id)
+    return account
+
+
+def credits_grant(
+    *,
+    user_id: UUID,
+    amount: int,
+    source: str,
+    idempotency_key: str,
+    expires_at: datetime | None = None,
+    package: str = "",
+    reference: str = "",
+    reason: str = "",
+    created_by: User | None = None,
+    kind: str = EntryKind.GRANT,
+) -> LedgerEntry:
+    """Add a lot of `amount` credits and its entry. Repeating the key returns the first entry."""
+    if amount <= 0:
+        raise ValueError("a grant must be positive")
+    now = clock.now()
+    try:
+        with transaction.atomic():
+            account = _open(user_id, now)
+            existing = _existing_entry(idempotency_key)
+            if existing is not None:
+                return _check_replay(existing, amount=amount, account=account)
+            lot = Lot.objects.create(
+                account=account,
+                source=source,
+                package=package,
+                granted=amount,
+                remaining=amount,
+                expires_at=expires_at,
+                created_at=now,
+            )
+            if expires_at is not None and expires_at <= now:
+                # Granted already expired (a late webhook, say): it is recorded and expires at once.
+                account.next_event_at = now
+            elif expires_at is not None and (
+                account.next_event_at is None or expires_at < account.next_event_at
+            ):
+                account.next_event_at = expires_at
+            account.balance += amount
+            entry = _write_entry(
+                account,
+                lot,
+                kind=kind,
+                amount=amount,
+                key=idempotency_key,
+                now=now,
+                reference=reference,
+                reason=reason,
+                created_by=created_by,
+            )
+            _save_account(account)
+            _settle_due(account, now)
+            return entry
+    except IntegrityError as exc:
+        if _existing_entry(idempotency_key) is not None:
+            raise _unique_key_guard(idempotency_key) from exc
+        raise
+
+
+def credits_adjust(
+    *,
+    user_id: UUID,
+    amount: int,
+    reason: str,
+    idempotency_key: str,
+    created_by: User | None = None,
+    expires_at: datetime | None = None,
+) -> list[LedgerEntry]:
+    """A staff adjustment. Positive: a new `adjustment` lot. Negative: taken from available
+    credit in burn-down order, refused (writing nothing) if it exceeds the available balance."""
+    if not reason.strip():
+        raise ValueError("an adjustment needs a reason")
+    if amount > 0:
+        return [
+            credits_grant(
+                user_id=user_id,
+                amount=amount,
+                source=LotSource.ADJUSTMENT,
+                kind=EntryKind.ADJUST,
+                idempotency_key=idempotency_key,
+                expires_at=expires_at,
+                reason=reason,
+                created_by=created_by,
+                reference="adjustment",
+            )
+        ]
+    if amount == 0:
+        raise ValueError("an adjustment cannot be zero")
+    now = clock.now()
+    with transaction.atomic():
+        account = _open(user_id, now)
+        existing = list(
+            LedgerEntry.objects.filter(
+                Q(idempotency_key=idempotency_key)
+                | Q(idempotency_key__startswith=f"{idempotency_key}/")
+            ).order_by("id")
+        )
+        if existing:
+            if sum(e.amount for e in existing) != amount or existing[0].account_id != account.pk:
+                raise _unique_key_guard(idempotency_key)
+            return existing
+        wanted = -amount
+        if wanted > account.balance - account.reserved:
+            raise InsufficientCredits(
+                f"Cannot remove {wanted} credits: only "
+                f"{account.balance - account.reserved} are available.",
+                field="amount",
+            )
+        entries: list[LedgerEntry] = []
+        for lot in _spendable_lots_locked(account, now):
+            take = min(wanted, lot.remaining - lot.reserved)
+            lot.remaining -= take
+            lot.save(update_fields=["remaining"])
+            account.balance -= take
+            key = idempotency_key if not entries else f"{idempotency_key}/{len(entries) + 1}"
+            entries.append(
+                _write_entry(
+                    account,
+                    lot,
+                    kind=EntryKind.ADJUST,
+                    amount=-take,
+                    key=key,
+                    now=now,
+                    reference="adjustment",
+                    reason=reason,
+                    created_by=created_by,
+                )
+            )
+            wanted -= take
+            if wanted == 0:
+                break
+        _save_account(account)
+        return entries
+
+
+def credits_claw_back(
+    *,
+    user_id: UUID,
+    lot_id: int,
+    amount: int,
+    idempotency_key: str,
+    reference: str = "",
+    reason: str = "",
+) -> LedgerEntry | None:
+    """Take back up to `amount` unspent, unheld credits of one lot (refunds, disputes, rewards).
+    Clamps instead of refusing; returns None when there was nothing left to take."""
+    if amount <= 0:
+        raise ValueError("a claw-back amount must be positive")
+    now = clock.now()
+    with transaction.atomic():
+        account = _open(user_id, now)
+        existing = _existing_entry(idempotency_key)
+        if existing is not None:
+            return existing
+        lot = Lot.objects.select_for_update().get(pk=lot_id, account=account)
+        if lot.expires_at is not None and lot.expires_at <= now:
+            return None  # expired credit is already gone (its expire entry says so)
+        take = min(amount, lot.remaining - lot.reserved)
+        if take <= 0:
+            return None
+        lot.remaining -= take
+        lot.save(update_fields=["remaining"])
+        account.balance -= take
+        entry = _write_entry(
+            account,
+            lot,
+            kind=EntryKind.CLAWBACK,
+            amount=-take,
+            key=idempotency_key,
+            now=now,
+            reference=reference,
+            reason=reason,
+        )
+        _recompute_next_event(account)
+        _save_account(account)
+        return entry
+
+
+def hold_create(
+    *,
+    user_id: UUID,
+    request_id: str,
+    amount: int = 1,
+    api_key_id: UUID | None = None,
+    ttl: timedelta | None = None,
+) -> HoldResult:
+    """Reserve `amount` credits of one lot for a request. A request id held before returns that
+    hold unchanged (whatever became of it); nothing is reserved twice."""
+    now = clock.now()
+    ttl = ttl if ttl is not None else timedelta(seconds=settings.HOLD_TTL_SECONDS)
+    with transaction.atomic():
+        account = _open(user_id, now)
+        existing = Hold.objects.filter(request_id=request_id).first()
+        if existing is not None:
+            if existing.account_id != account.pk or existing.api_key_id != api_key_id:
+                raise IdempotencyConflict(
+                    "This request id belongs to another request.", code="request_id_conflict"
+                )
+            return HoldResult(existing, created=False, available=account.balance - account.reserved)
+        if account.frozen_at is not None:
+            raise AccountFrozen("This account is frozen; contact support.")
+        if account.balance - account.reserved < amount:
+            raise InsufficientCredits("Not enough available credits for this request.")
+        lot = next(
+            iter(
+                _spendable_lots_locked(account, now).filter(remaining__gte=F("reserved") + amount)
+            ),
+            None,
+        )
+        if lot is None:
+            raise InsufficientCredits("Not enough available credits in one lot for this request.")
+        lot.reserved += amount
+        lot.save(update_fields=["reserved"])
+        hold = Hold.objects.create(
+            account=account,
+            lot=lot,
+            request_id=request_id,
+            amount=amount,
+            created_at=now,
+            expires_at=now + ttl,
+            api_key_id=api_key_id,
+        )
+        account.reserved += amount
+        if account.next_event_at is None or hold.expires_at < account.next_event_at:
+            account.next_event_at = hold.expires_at
+        _save_account(account)
+        return HoldResult(hold, created=True, available=account.balance - account.reserved)
+
+
+def _charge_available(account: CreditAccount, hold: Hold, now: datetime) -> int:
+    """A success settled after its hold expired: charge from available credit if there is any."""
+    lot = next(
+        iter(
+            _spendable_lots_locked(account, now).filter(remaining__gte=F("reserved") + hold.amount)
+        ),
+        None,
+    )
+    if lot is None:
+        return 0
+    lot.remaining -= hold.amount
+    lot.save(update_fields=["remaining"])
+    account.balance -= hold.amount
+    account.consumed += hold.amount
+    _write_entry(
+        account,
+        lot,
+        kind=EntryKind.CHARGE,
+        amount=-hold.amount,
+        key=f"charge:{hold.pk}",
+        now=now,
+        reference=f"request:{hold.request_id}",
+    )
+    return hold.amount
+
+
+def hold_commit(*, request_id: str) -> SettleResult:
+    """Charge a held request: exactly the held amount, from the lot it was held on (even if that
+    lot has expired since). After the hold expired, charge from available credit if any."""
+    return _settle(request_id, commit=True)
+
+
+def hold_release(*, request_id: str) -> SettleResult:
+    """Release a held request: nothing is charged."""
+    return _settle(request_id, commit=False)
+
+
+def _settle(request_id: str, *, commit: bool) -> SettleResult:
+    now = clock.now()
+    user_id = (
+        Hold.objects.filter(request_id=request_id).values_list("account_id", flat=True).first()
+    )
+    if user_id is None:
+        raise HoldNotFound("No authorized request has this request id.", code="request_not_found")
+    with transaction.atomic():
+        account = _lock_account(user_id)
+        hold = Hold.objects.select_for_update().get(request_id=request_id)
+        wanted = HoldStatus.COMMITTED if commit else HoldStatus.RELEASED
+        if hold.status in (HoldStatus.COMMITTED, HoldStatus.RELEASED):
+            if hold.status != wanted:
+                raise HoldAlreadySettled(f"This request was already settled as {hold.status}.")
+            _settle_due(account, now)
+            return SettleResult(
+                hold, hold.charged, account.balance - account.reserved, replayed=True
+            )
+        if hold.status == HoldStatus.LIVE and hold.expires_at > now:
+            if commit:
+                lot = Lot.objects.select_for_update().get(pk=hold.lot_id)
+                lot.remaining -= hold.amount
+                lot.reserved -= hold.amount
+                lot.save(update_fields=["remaining", "reserved"])
+                account.balance -= hold.amount
+                account.reserved -= hold.amount
+                account.consumed += hold.amount
+                _write_entry(
+                    account,
+                    lot,
+                    kind=EntryKind.CHARGE,
+                    amount=-hold.amount,
+                    key=f"charge:{hold.pk}",
+                    now=now,
+                    reference=f"request:{request_id}",
+                )
+                hold.charged = hold.amount
+                hold.status = HoldStatus.COMMITTED
+                hold.settled_at = now
+                hold.save(update_fields=["charged", "status", "settled_at"])
+            else:
+                _release_hold(account, hold, status=HoldStatus.RELEASED, now=now)
+            _settle_due(account, now)
+            _save_account(account)
+            return SettleResult(
+                hold, hold.charged, account.balance - account.reserved, replayed=False
+            )
+        # The hold has expired (swept already or due now): its credit went back to the lot.
+        _settle_due(account, now)
+        hold.refresh_from_db()
+        if commit:
+            hold.charged = _charge_available(account, hold, now)
+        hold.status = wanted
+        hold.settled_at = now
+        hold.save(update_fields=["charged", "status", "settled_at"])
+        _save_account(account)
+        return SettleResult(hold, hold.charged, account.balance - account.reserved, replayed=False)
+
+
+def account_settle_due(*, user_id: UUID) -> None:
+    """Write whatever has come due on one account (the sweep calls this)."""
+    with transaction.atomic():
+        _open(user_id, clock.now())
+
+
+def accounts_sweep(*, limit: int = 500) -> int:
+    """Settle every account with something due, one transaction per account. Safe to run
+    concurrently with itself and with any operation: each account is handled under its lock,
+    and a second sweep finds nothing left to do."""
+    now = clock.now()
+    due = list(
+        CreditAccount.objects.filter(next_event_at__lte=now)
+        .order_by("next_event_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for user_id in due:
+        account_settle_due(user_id=user_id)
+    return len(due)
+
+
+def account_freeze(*, user_id: UUID, reason: str) -> None:
+    with transaction.atomic():
+        account = _lock_account(user_id)
+        if account.frozen_at is None:
+            account.frozen_at = clock.now()
+            account.frozen_reason = reason
+            account.save(update_fields=["frozen_at", "frozen_reason"])
+
+
+def account_unfreeze(*, user_id: UUID) -> None:
+    CreditAccount.objects.filter(pk=user_id).update(frozen_at=None, frozen_reason="")
