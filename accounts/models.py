@@ -16,6 +16,18 @@ from django.db import models
 from django.utils import timezone
 
 
+# Invite codes avoid look-alike characters (0/O, 1/I/L, 5/S, 2/Z, 8/B, U/V): read aloud or
+# typed from a screenshot, they still come out right. 8 of 24 symbols: about 1.1e11 codes.
+INVITE_CODE_ALPHABET = "34679ACDEFGHJKMNPQRTWXY"
+INVITE_CODE_LENGTH = 8
+
+
+def new_invite_code() -> str:
+    import secrets
+
+    return "".join(secrets.choice(INVITE_CODE_ALPHABET) for _ in range(INVITE_CODE_LENGTH))
+
+
 class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
 
@@ -44,6 +56,9 @@ class User(AbstractBaseUser, PermissionsMixin):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # Stored lower-cased (see `normalize_email`), so the plain unique index is case-insensitive.
     email = models.EmailField(max_length=254, unique=True)
+    # Shown to the user to share; stored upper-case, matched case-insensitively (upper-cased
+    # input). It lives here, not in `referrals`, because every user has one from registration.
+    invite_code = models.CharField(max_length=16, unique=True, default=new_invite_code)
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
