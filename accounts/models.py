@@ -8,13 +8,13 @@
 - `ServiceToken` authenticates the API gateway on `/internal/v1/`, stored the same way.
 """
 
+import secrets
 import uuid
 from typing import Any, ClassVar
 
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
 from django.utils import timezone
-
 
 # Invite codes avoid look-alike characters (0/O, 1/I/L, 5/S, 2/Z, 8/B, U/V): read aloud or
 # typed from a screenshot, they still come out right. 8 of 24 symbols: about 1.1e11 codes.
@@ -23,7 +23,6 @@ INVITE_CODE_LENGTH = 8
 
 
 def new_invite_code() -> str:
-    import secrets
 
     return "".join(secrets.choice(INVITE_CODE_ALPHABET) for _ in range(INVITE_CODE_LENGTH))
 
