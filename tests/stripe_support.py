@@ -85,7 +85,7 @@ JSONDict = dict[str, Any]
 
 STRIPE_API_VERSION: Final[str] = "2025-08-27.basil"
 
-# /work/shared is outside the repository; the env var lets CI point at its own copy.
+# A copy of fixtures3.json is vendored under tests/fixtures/; the env var can point elsewhere.
 FIXTURES_PATH: Final[Path] = Path(
     os.environ.get(
         "STRIPE_FIXTURES_PATH", str(Path(__file__).parent / "fixtures" / "stripe_fixtures3.json")
