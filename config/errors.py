@@ -10,7 +10,8 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, JsonResponse
-from rest_framework import exceptions, status
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -109,6 +110,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return response
     code = next((c for cls, c in _STATUS_CODES.items() if isinstance(exc, cls)), "error")
     detail = getattr(exc, "detail", str(exc))
+    # A specific code given where the exception is raised (`AuthenticationFailed(msg,
+    # code="invalid_api_key")`) wins over the generic one of its class.
+    detail_code = getattr(detail, "code", None)
+    if detail_code and detail_code != getattr(exc, "default_code", None):
+        code = str(detail_code)
     response.data = error_body(code, str(detail))
     return response
 
@@ -127,3 +133,32 @@ def json_400(request: HttpRequest, exception: Exception | None = None) -> JsonRe
 
 def json_403(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return error_response(403, "permission_denied", "Permission denied.")
+
+
+# --- OpenAPI: the error shape, for `extend_schema(responses=...)` in every app --------------
+
+
+class _ErrorDetailSerializer(serializers.Serializer[Any]):
+    code = serializers.CharField(help_text="Stable machine-readable code, e.g. `email_taken`.")
+    message = serializers.CharField(help_text="One human-readable sentence.")
+    field = serializers.CharField(
+        required=False, help_text="The input field at fault, when exactly one is."
+    )
+
+
+class ErrorResponseSerializer(serializers.Serializer[Any]):
+    error = _ErrorDetailSerializer()
+
+
+def error_responses(*status_codes: int, **descriptions: str) -> dict[int, OpenApiResponse]:
+    """`{400: OpenApiResponse(ErrorResponseSerializer, ...), ...}` for `extend_schema`.
+
+    `descriptions` maps `s400="codes: email_taken, weak_password"` style keyword arguments to
+    the description of each status."""
+    return {
+        status_code: OpenApiResponse(
+            response=ErrorResponseSerializer,
+            description=descriptions.get(f"s{status_code}", "Error, in the common error shape."),
+        )
+        for status_code in status_codes
+    }

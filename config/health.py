@@ -4,6 +4,7 @@ import logging
 
 from django.conf import settings
 from django.db import connection
+from django.http import HttpRequest, JsonResponse
 
 logger = logging.getLogger(__name__)
 
@@ -27,3 +28,12 @@ def check_health() -> dict[str, str]:
             logger.exception("health check: redis unreachable")
             checks["redis"] = "unreachable"
     return checks
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """200 when every dependency answers, 503 otherwise; the body says which one failed."""
+    checks = check_health()
+    ok = all(value == "ok" for value in checks.values())
+    return JsonResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+    )

@@ -1,0 +1,31 @@
+"""How the OpenAPI document describes our two authentication classes (imported by
+`AccountsConfig.ready`, which is how drf-spectacular finds extensions)."""
+
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "accounts.authentication.ApiKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The user's own API key, as `Authorization: Bearer KEY` or "
+            "`X-API-Key: KEY`.",
+        }
+
+
+class ServiceTokenAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "accounts.authentication.ServiceTokenAuthentication"
+    name = "serviceToken"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A gateway service token (`manage.py create_service_token`).",
+        }

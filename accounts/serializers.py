@@ -1,0 +1,81 @@
+"""Input validation and output shapes of the accounts API (CONTRACT.md, "Accounts and keys")."""
+
+from typing import Any
+
+from rest_framework import serializers
+
+from config.fields import RFC3339Field
+
+from .models import ApiKey, User
+
+
+class UserSerializer(serializers.ModelSerializer[User]):
+    class Meta:
+        model = User
+        fields = ("id", "email", "invite_code")
+        read_only_fields = fields
+
+
+class UserEnvelopeSerializer(serializers.Serializer[Any]):
+    user = UserSerializer()
+
+
+class RegisterInputSerializer(serializers.Serializer[Any]):
+    # The service validates the address (one code, `invalid_email`, for every bad one).
+    email = serializers.CharField(max_length=254)
+    password = serializers.CharField(max_length=256, trim_whitespace=False)
+    invite_code = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        default="",
+        help_text="An inviter's code, case-insensitive; empty or absent means none.",
+    )
+
+
+class LoginInputSerializer(serializers.Serializer[Any]):
+    email = serializers.CharField(max_length=254)
+    password = serializers.CharField(max_length=256, trim_whitespace=False)
+
+
+class LoginOutputSerializer(serializers.Serializer[Any]):
+    token = serializers.CharField(
+        help_text="Send as `Authorization: Token TOKEN`; valid until logout."
+    )
+    user = UserSerializer()
+
+
+class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
+    created_at = RFC3339Field()
+    last_used_at = RFC3339Field(allow_null=True, help_text="Accurate to a minute.")
+    expires_at = RFC3339Field(allow_null=True)
+
+    class Meta:
+        model = ApiKey
+        fields = ("id", "name", "prefix", "created_at", "last_used_at", "expires_at")
+        read_only_fields = fields
+
+
+class ApiKeyCreateInputSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField(max_length=100)
+    expires_at = RFC3339Field(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="When the key stops working (ISO 8601; a naive value is UTC). Absent: never.",
+    )
+
+
+class ApiKeyCreatedSerializer(serializers.ModelSerializer[ApiKey]):
+    key = serializers.SerializerMethodField(help_text="The full key. Shown this once only.")
+    created_at = RFC3339Field()
+    expires_at = RFC3339Field(allow_null=True)
+
+    class Meta:
+        model = ApiKey
+        fields = ("id", "name", "prefix", "key", "created_at", "expires_at")
+        read_only_fields = fields
+
+    def get_key(self, obj: ApiKey) -> str:
+        return str(self.context["raw_key"])

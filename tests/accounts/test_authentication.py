@@ -1,0 +1,143 @@
+import json
+from typing import Any
+
+import pytest
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.test import RequestFactory
+from django.utils import timezone
+from knox.models import AuthToken
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.test import APIRequestFactory
+from rest_framework.views import APIView
+
+from accounts import service_tokens
+from accounts.authentication import (
+    ApiKeyAuthentication,
+    IsServiceToken,
+    ServiceTokenAuthentication,
+    require_service_token,
+)
+from accounts.models import ServiceToken
+from accounts.services import api_key_create, api_key_revoke
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+class InternalDrfView(APIView):
+    authentication_classes = [ServiceTokenAuthentication]
+    permission_classes = [IsServiceToken]
+
+    def post(self, request: Request) -> Response:
+        return Response({"token_id": request.auth})
+
+
+class OwnKeyView(APIView):
+    authentication_classes = [ApiKeyAuthentication]
+
+    def get(self, request: Request) -> Response:
+        return Response({"email": request.user.email})  # type: ignore[union-attr]
+
+
+@require_service_token
+def internal_plain_view(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"token_id": request.service_token_id})  # type: ignore[attr-defined]
+
+
+def _call_drf(view: Any, method: str, **headers: str) -> Response:
+    request = getattr(APIRequestFactory(), method)("/internal/v1/x", {}, format="json", **headers)
+    return view.as_view()(request)
+
+
+def _call_plain(**headers: str) -> HttpResponse:
+    request = RequestFactory().post("/internal/v1/x", {}, **headers)  # type: ignore[arg-type]
+    return internal_plain_view(request)
+
+
+def _bad_headers() -> list[dict[str, str]]:
+    return [
+        {},
+        {"HTTP_AUTHORIZATION": "Bearer svc-not-a-token"},
+        {"HTTP_AUTHORIZATION": "Token whatever"},
+    ]
+
+
+@pytest.fixture
+def token() -> tuple[ServiceToken, str]:
+    return service_tokens.service_token_create(name="gateway")
+
+
+class TestTheServiceTokenGuardsOfInternalViews:
+    def test_a_live_token_is_let_through_on_both_kinds_of_view(
+        self, token: tuple[ServiceToken, str]
+    ) -> None:
+        auth = {"HTTP_AUTHORIZATION": f"Bearer {token[1]}"}
+        assert _call_drf(InternalDrfView, "post", **auth).data == {"token_id": token[0].pk}
+        response = _call_plain(**auth)
+        assert response.status_code == 200
+        assert json.loads(response.content) == {"token_id": token[0].pk}
+
+    @pytest.mark.parametrize("headers", _bad_headers())
+    def test_a_missing_or_wrong_token_is_401_invalid_service_token(
+        self, headers: dict[str, str]
+    ) -> None:
+        drf = _call_drf(InternalDrfView, "post", **headers)
+        assert drf.status_code == 401
+        assert drf.data["error"]["code"] == "invalid_service_token"
+        plain = _call_plain(**headers)
+        assert plain.status_code == 401
+        assert json.loads(plain.content)["error"]["code"] == "invalid_service_token"
+        assert plain["WWW-Authenticate"].startswith("Bearer")
+
+    def test_a_revoked_token_is_refused_once_the_cache_lets_go(
+        self, token: tuple[ServiceToken, str]
+    ) -> None:
+        auth = {"HTTP_AUTHORIZATION": f"Bearer {token[1]}"}
+        assert _call_plain(**auth).status_code == 200
+        ServiceToken.objects.filter(pk=token[0].pk).update(revoked_at=timezone.now())
+        # Verified tokens are remembered for CACHE_SECONDS per process; the admin's revoke
+        # action clears this process's memory, as done here.
+        service_tokens.clear_cache()
+        assert _call_plain(**auth).status_code == 401
+        assert _call_drf(InternalDrfView, "post", **auth).status_code == 401
+
+    def test_an_end_users_api_key_or_login_token_is_refused(self) -> None:
+        user = UserFactory.create()
+        _, raw_key = api_key_create(user=user, name="k")
+        _, login_token = AuthToken.objects.create(user)
+        for credential in (f"Bearer {raw_key}", f"Token {login_token}", f"Bearer {login_token}"):
+            assert _call_plain(HTTP_AUTHORIZATION=credential).status_code == 401
+            drf = _call_drf(InternalDrfView, "post", HTTP_AUTHORIZATION=credential)
+            assert drf.status_code == 401
+
+
+class TestApiKeyAuthentication:
+    def test_a_users_own_key_authenticates_them_by_either_header(self) -> None:
+        user = UserFactory.create()
+        _, raw = api_key_create(user=user, name="k")
+        for headers in ({"HTTP_AUTHORIZATION": f"Bearer {raw}"}, {"HTTP_X_API_KEY": raw}):
+            response = _call_drf(OwnKeyView, "get", **headers)
+            assert response.status_code == 200
+            assert response.data == {"email": user.email}
+
+    def test_a_revoked_key_is_401_on_the_next_request(self) -> None:
+        user = UserFactory.create()
+        key, raw = api_key_create(user=user, name="k")
+        assert _call_drf(OwnKeyView, "get", HTTP_X_API_KEY=raw).status_code == 200
+        api_key_revoke(user=user, key_id=key.pk)
+        response = _call_drf(OwnKeyView, "get", HTTP_X_API_KEY=raw)
+        assert response.status_code == 401
+        assert response.data["error"]["code"] == "invalid_api_key"
+
+    def test_a_service_token_is_refused_on_the_user_api(
+        self, token: tuple[ServiceToken, str]
+    ) -> None:
+        response = _call_drf(OwnKeyView, "get", HTTP_AUTHORIZATION=f"Bearer {token[1]}")
+        assert response.status_code == 401
+        assert response.data["error"]["code"] == "invalid_api_key"
+
+    def test_no_key_at_all_is_401_not_authenticated(self) -> None:
+        response = _call_drf(OwnKeyView, "get")
+        assert response.status_code == 401
+        assert response.data["error"]["code"] == "not_authenticated"

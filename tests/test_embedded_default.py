@@ -1,0 +1,170 @@
+"""The embedded default, end to end: SQLite on a temporary file, no Redis, no broker, the
+service under gunicorn with DEBUG off in a child process, driven over real HTTP.
+
+This runs in the normal suite (and in CI) so that the zero-dependency set-up the README
+promises cannot rot unnoticed."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _embedded_env(tmp_path: Path) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DEBUG"}
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        SQLITE_PATH=str(tmp_path / "db.sqlite3"),
+        SECRET_KEY="embedded-default-test-key",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+class Http:
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.headers: dict[str, str] = {}
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any, str]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method)  # noqa: S310
+        request.add_header("Content-Type", "application/json")
+        for name, value in self.headers.items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                raw, status, ctype = (
+                    response.read(),
+                    response.status,
+                    response.headers.get("Content-Type", ""),
+                )
+        except urllib.error.HTTPError as exc:
+            raw, status, ctype = exc.read(), exc.code, exc.headers.get("Content-Type", "")
+        parsed = json.loads(raw) if raw and ctype.startswith("application/json") else raw
+        return status, parsed, ctype
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
+    tmp_path = tmp_path_factory.mktemp("embedded")
+    env = _embedded_env(tmp_path)
+    migrate = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert migrate.returncode == 0, f"migrate failed:\n{migrate.stdout}\n{migrate.stderr}"
+    port = _free_port()
+    log = (tmp_path / "server.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--timeout",
+            "60",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    http = Http(f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if http.call("GET", "/healthz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    "the embedded server did not come up:\n" + (tmp_path / "server.log").read_text()
+                )
+            time.sleep(0.2)
+        yield http
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def test_the_embedded_default_walks_register_login_keys_and_revoke(server: Http) -> None:
+    status, health, _ = server.call("GET", "/healthz")
+    assert (status, health) == (200, {"status": "ok", "checks": {"database": "ok"}})
+
+    email, password = "embedded@example.com", "a-long and unusual passphrase 42"
+    status, body, _ = server.call(
+        "POST", "/api/auth/register", {"email": email, "password": password}
+    )
+    assert status == 201, body
+    assert body["user"]["email"] == email
+
+    status, body, _ = server.call("POST", "/api/auth/login", {"email": email, "password": password})
+    assert status == 200, body
+    server.headers["Authorization"] = f"Token {body['token']}"
+
+    status, created, _ = server.call("POST", "/api/user/keys", {"name": "embedded"})
+    assert status == 201, created
+    assert created["key"].startswith("sk-kimi-")
+
+    status, listed, _ = server.call("GET", "/api/user/keys")
+    assert status == 200
+    assert [key["id"] for key in listed] == [created["id"]]
+
+    status, _, _ = server.call("DELETE", f"/api/user/keys/{created['id']}")
+    assert status == 204
+    status, listed, _ = server.call("GET", "/api/user/keys")
+    assert (status, listed) == (200, [])
+
+    status, _, _ = server.call("POST", "/api/auth/logout")
+    assert status == 204
+    status, body, _ = server.call("GET", "/api/user/keys")
+    assert status == 401
+    assert body["error"]["code"] == "authentication_failed"  # the token no longer exists
+
+
+def test_the_embedded_default_serves_the_schema_and_static_files_with_debug_off(
+    server: Http,
+) -> None:
+    server.headers.clear()
+    status, schema, ctype = server.call("GET", "/api/schema/")
+    assert (status, ctype.split(";")[0]) == (200, "application/json")
+    assert "/api/user/keys" in schema["paths"]
+    status, _, ctype = server.call("GET", "/static/admin/css/base.css")
+    assert (status, ctype.split(";")[0]) == (200, "text/css")
