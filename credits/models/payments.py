@@ -1,0 +1,185 @@
+"""Credit packages, purchases and the Stripe events that pay, refund or dispute them.
+
+Design, in one paragraph: a **package** is data staff edit (credits, a price in minor units with
+its currency, a validity in calendar months or none); an Enterprise package is one restricted to
+named users. A **purchase** snapshots the package's credits, price and validity when it is created,
+so a later price change never refuses a genuine payment, and carries the Stripe ids that tie
+events to it (Checkout Session, PaymentIntent, Charge, Dispute), each unique: that is how a
+`checkout.session.completed` and a later `payment_intent.succeeded` for the same payment are known
+to be one payment. Credits move only through `credits.services`; the purchase records which lot
+its grant made (`lot`), and its grant is keyed `purchase:<id>`, so it happens once however often
+and in whatever order the events arrive. A **Stripe event** is stored once per Stripe event id
+(a UNIQUE constraint, not a lookup) after its signature was verified, and records whether it was
+processed, ignored (a type we do not handle) or failed (with the error, for reprocessing).
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from .ledger import Lot
+
+
+class PackageQuerySet(models.QuerySet["Package"]):
+    def visible_to(self, user: object) -> "PackageQuerySet":
+        """Active packages a user may see and buy: the public ones, plus the Enterprise ones
+        made for them (anonymous users see the public ones only)."""
+        visible = Q(enterprise=False)
+        if getattr(user, "is_authenticated", False):
+            visible |= Q(enterprise=True, customers=user)
+        return self.filter(visible, active=True).distinct()
+
+
+class Package(models.Model):
+    slug = models.SlugField(max_length=64, unique=True, help_text="The id clients send.")
+    name = models.CharField(max_length=100)
+    credits = models.PositiveIntegerField()
+    price_amount = models.PositiveIntegerField(help_text="In the currency's minor units (cents).")
+    currency = models.CharField(max_length=3, default="usd", help_text="ISO 4217, lower case.")
+    validity_months = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Calendar months from payment; empty: never expires."
+    )
+    active = models.BooleanField(default=True, help_text="Inactive packages cannot be bought.")
+    enterprise = models.BooleanField(
+        default=False, help_text="Visible to and buyable by the chosen customers only."
+    )
+    customers = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="enterprise_packages"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = PackageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ("price_amount", "slug")
+        constraints = [
+            models.CheckConstraint(condition=Q(credits__gt=0), name="package_credits_positive"),
+            models.CheckConstraint(condition=Q(price_amount__gt=0), name="package_price_positive"),
+            models.CheckConstraint(
+                condition=Q(currency__regex=r"^[a-z]{3}$"), name="package_currency_lower_iso"
+            ),
+            models.CheckConstraint(
+                condition=Q(validity_months__isnull=True) | Q(validity_months__gt=0),
+                name="package_validity_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.slug})"
+
+
+class PurchaseStatus(models.TextChoices):
+    PENDING = "pending", "pending: checkout not completed"
+    PAID = "paid", "paid: credits granted"
+    PARTIALLY_REFUNDED = "partially_refunded", "partially refunded"
+    REFUNDED = "refunded", "refunded in full"
+    DISPUTED = "disputed", "disputed: account frozen"
+    NEEDS_REVIEW = "needs_review", "needs review: payment disagrees, nothing granted"
+    FAILED = "failed", "failed: the payment did not go through"
+    EXPIRED = "expired", "expired: checkout abandoned"
+
+
+class Purchase(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="purchases"
+    )
+    package = models.ForeignKey(Package, on_delete=models.PROTECT, related_name="purchases")
+    # The snapshot the payment is checked against and the grant is made from.
+    credits = models.PositiveIntegerField()
+    price_amount = models.PositiveIntegerField()
+    currency = models.CharField(max_length=3)
+    validity_months = models.PositiveSmallIntegerField(null=True, blank=True)
+
+    status = models.CharField(
+        max_length=24, choices=PurchaseStatus.choices, default=PurchaseStatus.PENDING
+    )
+    status_reason = models.TextField(blank=True, help_text="Why it needs review, or notes.")
+    # The client's Idempotency-Key header: a retried POST finds this purchase again. NULL, not
+    # "", when absent, so that the partial unique constraint below ignores keyless purchases.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+
+    checkout_session_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    checkout_url = models.URLField(max_length=2000, blank=True)
+    payment_intent_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    charge_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    dispute_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    dispute_status = models.CharField(max_length=32, blank=True)
+
+    amount_paid = models.PositiveIntegerField(null=True, blank=True)
+    currency_paid = models.CharField(max_length=3, blank=True)
+    paid_at = models.DateTimeField(null=True, blank=True, help_text="The paying event's time.")
+    lot = models.OneToOneField(
+        Lot, on_delete=models.PROTECT, null=True, blank=True, related_name="purchase"
+    )
+    # Stripe's cumulative amount refunded on the charge (the highest seen: events may arrive
+    # out of order). Recorded even before the grant, which then applies it.
+    amount_refunded = models.PositiveIntegerField(default=0)
+    credits_clawed_back = models.PositiveIntegerField(default=0)
+
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="purchase_unique_client_idempotency_key",
+            ),
+            models.CheckConstraint(condition=Q(credits__gt=0), name="purchase_credits_positive"),
+            models.CheckConstraint(condition=Q(price_amount__gt=0), name="purchase_price_positive"),
+            models.CheckConstraint(
+                # Credits are granted only for a payment that matched the snapshot.
+                condition=Q(lot__isnull=True) | Q(paid_at__isnull=False),
+                name="purchase_granted_only_when_paid",
+            ),
+        ]
+        indexes = [models.Index(fields=["user", "-created_at"], name="purchase_user_newest")]
+
+    def __str__(self) -> str:
+        return f"purchase {self.pk} ({self.package_id}, {self.status})"
+
+
+class StripeEventStatus(models.TextChoices):
+    PENDING = "pending"
+    PROCESSED = "processed"
+    IGNORED = "ignored", "ignored: a type or object we do not handle"
+    FAILED = "failed"
+
+
+class StripeEvent(models.Model):
+    """One verified Stripe webhook event, stored once (UNIQUE on Stripe's event id)."""
+
+    event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100, db_index=True)
+    livemode = models.BooleanField(default=False)
+    api_version = models.CharField(max_length=32, blank=True)
+    created = models.DateTimeField(help_text="Stripe's `created` time of the event.")
+    payload = models.JSONField()
+    status = models.CharField(
+        max_length=16, choices=StripeEventStatus.choices, default=StripeEventStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    purchase = models.ForeignKey(
+        Purchase, on_delete=models.SET_NULL, null=True, blank=True, related_name="events"
+    )
+    received_at = models.DateTimeField()
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-received_at",)
+        indexes = [
+            models.Index(
+                fields=["received_at"],
+                name="stripe_event_unfinished",
+                condition=Q(status__in=["pending", "failed"]),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id} ({self.status})"

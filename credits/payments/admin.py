@@ -1,0 +1,154 @@
+"""Admin for packages, purchases and Stripe events (imported by credits/admin.py)."""
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from credits import services as ledger
+from credits.models.payments import Package, Purchase, StripeEvent, StripeEventStatus
+
+# tasks: imported so that every process loading the admin (Celery workers too, through
+# django.setup()) registers the Stripe event task.
+from . import services, tasks  # noqa: F401
+
+
+@admin.register(Package)
+class PackageAdmin(admin.ModelAdmin):
+    list_display = (
+        "slug",
+        "name",
+        "credits",
+        "price_amount",
+        "currency",
+        "validity_months",
+        "active",
+        "enterprise",
+    )
+    list_filter = ("active", "enterprise")
+    search_fields = ("slug", "name")
+    filter_horizontal = ("customers",)
+    prepopulated_fields = {"slug": ("name",)}
+
+
+class StripeEventInline(admin.TabularInline):
+    model = StripeEvent
+    fields = ("event_id", "type", "status", "created", "error")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Purchase | None = None) -> bool:
+        return False
+
+
+@admin.register(Purchase)
+class PurchaseAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "user",
+        "package",
+        "status",
+        "price_amount",
+        "currency",
+        "amount_refunded",
+        "credits_clawed_back",
+        "dispute_status",
+        "created_at",
+        "paid_at",
+    )
+    list_filter = ("status", "dispute_status", "package")
+    search_fields = (
+        "id",
+        "user__email",
+        "checkout_session_id",
+        "payment_intent_id",
+        "charge_id",
+        "dispute_id",
+    )
+    list_select_related = ("user", "package")
+    inlines = [StripeEventInline]
+    actions = ["unfreeze_buyers"]
+    # Purchases change only through Stripe events; staff may annotate the reason.
+    readonly_fields = (
+        "id",
+        "user",
+        "package",
+        "credits",
+        "price_amount",
+        "currency",
+        "validity_months",
+        "status",
+        "idempotency_key",
+        "checkout_session_id",
+        "checkout_url",
+        "payment_intent_id",
+        "charge_id",
+        "dispute_id",
+        "dispute_status",
+        "amount_paid",
+        "currency_paid",
+        "paid_at",
+        "lot",
+        "amount_refunded",
+        "credits_clawed_back",
+        "created_at",
+        "updated_at",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Purchase | None = None) -> bool:
+        return False
+
+    @admin.action(description="Unfreeze the buyers' accounts (after reviewing the dispute)")
+    def unfreeze_buyers(self, request: HttpRequest, queryset: QuerySet[Purchase]) -> None:
+        user_ids = set(queryset.values_list("user_id", flat=True))
+        for user_id in user_ids:
+            ledger.account_unfreeze(user_id=user_id)
+        self.message_user(request, f"Unfroze {len(user_ids)} account(s).", messages.SUCCESS)
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(admin.ModelAdmin):
+    list_display = ("event_id", "type", "status", "attempts", "purchase", "created", "received_at")
+    list_filter = ("status", "type")
+    search_fields = ("event_id", "type", "purchase__id")
+    actions = ["reprocess"]
+    readonly_fields = (
+        "event_id",
+        "type",
+        "livemode",
+        "api_version",
+        "created",
+        "payload",
+        "status",
+        "attempts",
+        "error",
+        "purchase",
+        "received_at",
+        "processed_at",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: StripeEvent | None = None) -> bool:
+        return False
+
+    @admin.action(description="Reprocess failed (or unprocessed) events")
+    def reprocess(self, request: HttpRequest, queryset: QuerySet[StripeEvent]) -> None:
+        event_ids = list(
+            queryset.filter(
+                status__in=[StripeEventStatus.FAILED, StripeEventStatus.PENDING]
+            ).values_list("event_id", flat=True)
+        )
+        results = services.stripe_events_reprocess(event_ids=event_ids)
+        failed = [event_id for event_id, status in results.items() if status == "failed"]
+        self.message_user(
+            request,
+            f"Reprocessed {len(results)} event(s); {len(failed)} failed again"
+            + (f": {', '.join(failed)}" if failed else "."),
+            messages.WARNING if failed else messages.SUCCESS,
+        )

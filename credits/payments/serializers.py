@@ -1,0 +1,75 @@
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from config.fields import RFC3339Field
+from credits.models.payments import Package, Purchase
+
+
+class PriceSerializer(serializers.Serializer[Any]):
+    amount = serializers.IntegerField(help_text="In the currency's minor units (cents).")
+    currency = serializers.CharField()
+
+
+class PackageSerializer(serializers.ModelSerializer[Package]):
+    package = serializers.CharField(source="slug")
+    price = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Package
+        fields = ("package", "name", "credits", "price", "validity_months")
+
+    @extend_schema_field(PriceSerializer)
+    def get_price(self, obj: Package) -> dict[str, Any]:
+        return {"amount": obj.price_amount, "currency": obj.currency}
+
+
+class PurchaseCreateSerializer(serializers.Serializer[Any]):
+    package = serializers.CharField(max_length=64)
+
+
+class PurchaseCreatedSerializer(serializers.Serializer[Any]):
+    purchase_id = serializers.UUIDField()
+    checkout_url = serializers.URLField()
+
+
+class PurchaseSerializer(serializers.ModelSerializer[Purchase]):
+    package = serializers.CharField(source="package.slug")
+    price = serializers.SerializerMethodField()
+    created_at = RFC3339Field()
+    paid_at = RFC3339Field()
+    credits_expire_at = serializers.SerializerMethodField()
+    checkout_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Purchase
+        fields = (
+            "id",
+            "package",
+            "credits",
+            "price",
+            "validity_months",
+            "status",
+            "created_at",
+            "paid_at",
+            "credits_expire_at",
+            "amount_refunded",
+            "credits_clawed_back",
+            "checkout_url",
+        )
+
+    @extend_schema_field(PriceSerializer)
+    def get_price(self, obj: Purchase) -> dict[str, Any]:
+        return {"amount": obj.price_amount, "currency": obj.currency}
+
+    def get_credits_expire_at(self, obj: Purchase) -> str | None:
+        if obj.lot is None:
+            return None
+        return RFC3339Field().to_representation(obj.lot.expires_at)
+
+    def get_checkout_url(self, obj: Purchase) -> str | None:
+        """Only while the checkout can still be completed."""
+        if obj.status != "pending" or not obj.checkout_url:
+            return None
+        return obj.checkout_url

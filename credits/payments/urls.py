@@ -1,0 +1,9 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("packages", views.PackageListView.as_view(), name="package-list"),
+    path("purchases", views.PurchaseListCreateView.as_view(), name="purchase-list"),
+    path("webhooks/stripe", views.StripeWebhookView.as_view(), name="stripe-webhook"),
+]

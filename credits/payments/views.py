@@ -1,0 +1,87 @@
+"""Thin views: validate input, call one service, serialize the answer."""
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import services
+from .serializers import (
+    PackageSerializer,
+    PurchaseCreatedSerializer,
+    PurchaseCreateSerializer,
+    PurchaseSerializer,
+)
+
+
+class PackageListView(APIView):
+    """Public: anonymous callers see the public packages; a logged-in user also sees the
+    Enterprise packages made for them."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses=PackageSerializer(many=True), operation_id="packages_list")
+    def get(self, request: Request) -> Response:
+        packages = services.packages_visible(user=request.user)
+        return Response(PackageSerializer(packages, many=True).data)
+
+
+class PurchaseListCreateView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=PurchaseSerializer(many=True), operation_id="purchases_list")
+    def get(self, request: Request) -> Response:
+        purchases = services.purchases_of(user=request.user)  # type: ignore[arg-type]
+        return Response(PurchaseSerializer(purchases, many=True).data)
+
+    @extend_schema(
+        request=PurchaseCreateSerializer,
+        responses={201: PurchaseCreatedSerializer},
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="A retried POST with the same key returns the same purchase.",
+            )
+        ],
+        operation_id="purchases_create",
+    )
+    def post(self, request: Request) -> Response:
+        serializer = PurchaseCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        purchase = services.purchase_create(
+            user=request.user,  # type: ignore[arg-type]
+            package_slug=serializer.validated_data["package"],
+            idempotency_key=request.headers.get("Idempotency-Key"),
+        )
+        body = {"purchase_id": str(purchase.pk), "checkout_url": purchase.checkout_url}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class StripeWebhookView(APIView):
+    """Stripe's deliveries. The signature is checked on the raw bytes before anything is
+    stored; the event is then stored once and processed by a Celery task, so Stripe gets its
+    2xx without waiting for the ledger."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        request=OpenApiTypes.OBJECT,
+        responses={200: OpenApiTypes.OBJECT},
+        parameters=[OpenApiParameter("Stripe-Signature", OpenApiTypes.STR, "header")],
+        operation_id="stripe_webhook",
+    )
+    def post(self, request: Request) -> Response:
+        # request.body, not request.data: re-serialised JSON would not match the signature.
+        event = services.stripe_event_verify(
+            payload=request.body, signature=request.headers.get("Stripe-Signature")
+        )
+        _stored, created = services.stripe_event_record(event=event)
+        return Response({"received": True, "duplicate": not created})

@@ -1,0 +1,74 @@
+"""Staff's tools: reprocessing failed events and unfreezing a disputed buyer."""
+
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from accounts.models import User
+from credits.models import CreditAccount
+from credits.models.payments import Purchase, PurchaseStatus, StripeEvent, StripeEventStatus
+from tests.factories import registered_user
+from tests.stripe_support import build_event, dispute
+
+from .conftest import balance, buy, completion_event, deliver
+
+pytestmark = pytest.mark.django_db
+
+
+def staff_client() -> Client:
+    admin = User.objects.create_superuser(email="staff@example.com", password="pw-staff-123")
+    client = Client()
+    client.force_login(admin)
+    return client
+
+
+def test_staff_reprocess_a_failed_event_from_the_admin(stripe_settings: Any) -> None:
+    user = registered_user()
+    purchase = buy(user, "standard")
+    early = build_event(
+        "charge.dispute.created", dispute(amount=2999, payment_intent="pi_known_later")
+    )
+    deliver(early)
+    stored = StripeEvent.objects.get(event_id=early["id"])
+    assert stored.status == StripeEventStatus.FAILED
+    deliver(completion_event(purchase, payment_intent="pi_known_later"))
+
+    response = staff_client().post(
+        "/admin/credits/stripeevent/",
+        {"action": "reprocess", "_selected_action": [stored.pk]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    stored.refresh_from_db()
+    assert (stored.status, stored.attempts) == (StripeEventStatus.PROCESSED, 2)
+    assert Purchase.objects.get(pk=purchase.pk).status == PurchaseStatus.DISPUTED
+    assert balance(user) == 100
+
+
+def test_staff_unfreeze_a_disputed_buyer_from_the_admin(stripe_settings: Any) -> None:
+    user = registered_user()
+    purchase = buy(user, "starter")
+    deliver(completion_event(purchase))
+    purchase.refresh_from_db()
+    deliver(
+        build_event("charge.dispute.created", dispute(payment_intent=purchase.payment_intent_id))
+    )
+    assert CreditAccount.objects.get(pk=user.pk).frozen_at is not None
+    client = staff_client()
+
+    for page in (
+        "/admin/credits/purchase/",
+        f"/admin/credits/purchase/{purchase.pk}/change/",
+        "/admin/credits/stripeevent/",
+        "/admin/credits/package/",
+    ):
+        assert client.get(page).status_code == 200, page
+    client.post(
+        "/admin/credits/purchase/",
+        {"action": "unfreeze_buyers", "_selected_action": [str(purchase.pk)]},
+    )
+
+    assert CreditAccount.objects.get(pk=user.pk).frozen_at is None
+    assert balance(user) == 100  # nothing restored automatically

@@ -1,0 +1,275 @@
+"""The webhook endpoint end to end: real signatures, real stripe library, real PostgreSQL."""
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client, override_settings
+
+from credits.models import EntryKind, LedgerEntry
+from credits.models.payments import PurchaseStatus, StripeEvent, StripeEventStatus
+from credits.payments import services
+from credits.payments.tasks import stripe_event_process_task
+from credits.reconciliation import reconcile
+from tests.factories import registered_user
+from tests.stripe_support import build_event, dispute, event_payload, sign_payload
+
+from .conftest import (
+    WEBHOOK_SECRET,
+    WEBHOOK_URL,
+    balance,
+    buy,
+    completion_event,
+    deliver,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def purchase_grants(purchase_pk: object) -> int:
+    return LedgerEntry.objects.filter(
+        idempotency_key=f"purchase:{purchase_pk}", kind=EntryKind.GRANT
+    ).count()
+
+
+def test_a_signed_completion_is_stored_once_and_grants_the_package(stripe_settings: Any) -> None:
+    user = registered_user()
+    purchase = buy(user, "standard")
+    event = completion_event(purchase)
+
+    response = deliver(event)
+
+    assert response.status_code == 200
+    assert response.json() == {"received": True, "duplicate": False}
+    stored = StripeEvent.objects.get(event_id=event["id"])
+    assert (stored.type, stored.status, stored.attempts) == (
+        "checkout.session.completed",
+        StripeEventStatus.PROCESSED,
+        1,
+    )
+    assert stored.purchase_id == purchase.pk
+    purchase.refresh_from_db()
+    assert purchase.status == PurchaseStatus.PAID
+    assert purchase.lot is not None and purchase.lot.package == "standard"
+    assert balance(user) == 100 + 5000
+    assert reconcile() == []
+
+
+def test_a_redelivered_event_is_acknowledged_and_changes_nothing(stripe_settings: Any) -> None:
+    user = registered_user()
+    purchase = buy(user, "starter")
+    event = completion_event(purchase)
+    deliver(event)
+
+    again = deliver(event)
+
+    assert again.status_code == 200
+    assert again.json()["duplicate"] is True
+    assert StripeEvent.objects.filter(event_id=event["id"]).count() == 1
+    assert purchase_grants(purchase.pk) == 1
+    assert balance(user) == 600
+
+
+@pytest.mark.parametrize(
+    ("case", "mangle"),
+    [
+        ("tampered", lambda body, header: (body.replace(b'"paid"', b'"PAID"'), header)),
+        ("wrong secret", lambda body, header: (body, sign_payload(body, "whsec_other"))),
+        ("missing signature", lambda body, header: (body, None)),
+        ("garbage signature", lambda body, header: (body, "t=1,v1=00")),
+        (
+            "signed 301 s ago",
+            lambda body, header: (body, sign_payload(body, WEBHOOK_SECRET, int(time.time()) - 301)),
+        ),
+    ],
+)
+def test_an_unverifiable_delivery_is_refused_with_nothing_stored(
+    stripe_settings: Any, case: str, mangle: Any
+) -> None:
+    user = registered_user()
+    purchase = buy(user, "standard")
+    body = event_payload(completion_event(purchase))
+    body, header = mangle(body, sign_payload(body, WEBHOOK_SECRET))
+    extra = {"HTTP_STRIPE_SIGNATURE": header} if header is not None else {}
+
+    response = Client().post(WEBHOOK_URL, data=body, content_type="application/json", **extra)
+
+    assert response.status_code == 400, case
+    assert response.json()["error"]["code"] == "invalid_signature"
+    assert StripeEvent.objects.count() == 0
+    assert balance(user) == 100
+
+
+def test_a_delivery_signed_four_minutes_ago_is_still_accepted(stripe_settings: Any) -> None:
+    purchase = buy(registered_user(), "starter")
+
+    response = deliver(completion_event(purchase), timestamp=int(time.time()) - 240)
+
+    assert response.status_code == 200
+
+
+def test_without_a_webhook_secret_nothing_is_stored(stripe_settings: Any) -> None:
+    purchase = buy(registered_user(), "starter")
+    with override_settings(STRIPE_WEBHOOK_SECRET=""):
+        response = deliver(completion_event(purchase))
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "payments_unavailable"
+    assert StripeEvent.objects.count() == 0
+
+
+def test_a_signed_body_that_is_not_an_event_is_refused(stripe_settings: Any) -> None:
+    body = b'{"id": "evt_1", "type": "x"}'
+    response = Client().post(
+        WEBHOOK_URL,
+        data=body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=sign_payload(body, WEBHOOK_SECRET),
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_payload"
+    assert StripeEvent.objects.count() == 0
+
+
+def test_an_unknown_event_type_is_recorded_and_acknowledged(stripe_settings: Any) -> None:
+    event = build_event("customer.created", {"id": "cus_1", "object": "customer"})
+
+    response = deliver(event)
+
+    assert response.status_code == 200
+    stored = StripeEvent.objects.get(event_id=event["id"])
+    assert stored.status == StripeEventStatus.IGNORED
+    assert "not handled" in stored.error
+
+
+def test_a_session_that_is_not_one_of_our_purchases_is_ignored(stripe_settings: Any) -> None:
+    from tests.stripe_support import checkout_session
+
+    event = build_event(
+        "checkout.session.completed", checkout_session(payment_status="paid", status="complete")
+    )
+
+    assert deliver(event).status_code == 200
+    assert StripeEvent.objects.get(event_id=event["id"]).status == StripeEventStatus.IGNORED
+    assert (
+        LedgerEntry.objects.filter(kind=EntryKind.GRANT, reference__startswith="purchase:").count()
+        == 0
+    )
+
+
+def test_a_worker_killed_after_the_grant_committed_grants_once_on_redelivery(
+    stripe_settings: Any,
+) -> None:
+    user = registered_user()
+    purchase = buy(user, "standard")
+    event = completion_event(purchase)
+    deliver(event)
+    assert purchase_grants(purchase.pk) == 1
+    # The worker died after the grant committed but before the task was acknowledged; we model
+    # the worst case, where the event's own status did not record it either.
+    StripeEvent.objects.filter(event_id=event["id"]).update(
+        status=StripeEventStatus.PENDING, processed_at=None
+    )
+
+    stripe_event_process_task.apply(args=(event["id"],))  # Celery redelivers the task
+    redelivery = deliver(event)  # and Stripe, having seen no 2xx, redelivers the webhook
+
+    assert redelivery.status_code == 200
+    assert purchase_grants(purchase.pk) == 1
+    assert balance(user) == 100 + 5000
+    assert StripeEvent.objects.get(event_id=event["id"]).status == StripeEventStatus.PROCESSED
+    assert reconcile() == []
+
+
+def test_a_processing_failure_is_recorded_and_can_be_reprocessed(stripe_settings: Any) -> None:
+    user = registered_user()
+    purchase = buy(user, "standard")
+    # A dispute on a payment we have not heard about yet: nothing matches it.
+    disputed = build_event(
+        "charge.dispute.created", dispute(amount=2999, payment_intent="pi_later_known")
+    )
+
+    assert deliver(disputed).status_code == 200
+    stored = StripeEvent.objects.get(event_id=disputed["id"])
+    assert stored.status == StripeEventStatus.FAILED
+    assert "No purchase matches dispute" in stored.error
+    assert stored.attempts == 1
+
+    deliver(completion_event(purchase, payment_intent="pi_later_known"))
+    assert balance(user) == 5100
+    results = services.stripe_events_reprocess(event_ids=[disputed["id"]])
+
+    assert results == {disputed["id"]: StripeEventStatus.PROCESSED}
+    purchase.refresh_from_db()
+    assert purchase.status == PurchaseStatus.DISPUTED
+    assert balance(user) == 100
+    assert reconcile() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_event_delivered_ten_times_at_once_grants_once(stripe_settings: Any) -> None:
+    user = registered_user()
+    purchase = buy(user, "premium")
+    event = completion_event(purchase)
+    body_and_header = [event] * 10
+    barrier = threading.Barrier(10)
+    statuses: list[int] = []
+
+    def post(ev: dict[str, Any]) -> None:
+        try:
+            barrier.wait()
+            statuses.append(deliver(ev).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post, args=(ev,)) for ev in body_and_header]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert statuses == [200] * 10
+    assert StripeEvent.objects.filter(event_id=event["id"]).count() == 1
+    assert purchase_grants(purchase.pk) == 1
+    assert balance(user) == 100 + 20000
+    assert reconcile() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_completion_and_payment_intent_events_racing_grant_once(stripe_settings: Any) -> None:
+    from tests.stripe_support import payment_intent
+
+    user = registered_user()
+    purchase = buy(user, "standard")
+    completed = completion_event(purchase)
+    intent = payment_intent(
+        id=completed["data"]["object"]["payment_intent"],
+        amount=2999,
+        amount_received=2999,
+        currency="usd",
+        status="succeeded",
+        metadata={"purchase_id": str(purchase.pk)},
+    )
+    events = [completed, build_event("payment_intent.succeeded", intent)] * 5
+    barrier = threading.Barrier(len(events))
+
+    def post(ev: dict[str, Any]) -> None:
+        try:
+            barrier.wait()
+            deliver(ev)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post, args=(ev,)) for ev in events]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert StripeEvent.objects.count() == 2
+    assert purchase_grants(purchase.pk) == 1
+    assert balance(user) == 5100
+    assert reconcile() == []
