@@ -1,6 +1,6 @@
 """Factories and named personas for tests."""
 
-from typing import Any
+from typing import Any, cast
 
 import factory
 
@@ -22,6 +22,6 @@ def registered_user(**kwargs: Any) -> User:
     from django.db import transaction
 
     with transaction.atomic():
-        user = UserFactory(**kwargs)
+        user = cast(User, UserFactory(**kwargs))
         user_registered.send(sender=User, user=user, invite_code="")
     return user
