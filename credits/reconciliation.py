@@ -2,8 +2,9 @@
 
 The entries are the truth: an account's balance is the sum of its entries, a lot's remaining is
 the sum of the entries that touch it (its grant included), each `balance_after` is the running
-sum, `reserved` is the sum of the live holds, `consumed` the sum of the charges. Nothing here
-writes. Used by `manage.py reconcile_ledger` and, after every step, by the property tests.
+sum, `reserved` is the sum of the live holds, `consumed` the sum of the charges, a hold's
+`charged` its charge entry. Nothing here writes (it locks one account row at a time). Used by
+`manage.py reconcile_ledger` and, after every step, by the property tests.
 """
 
 from collections import defaultdict
@@ -11,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from uuid import UUID
 
+from django.db import transaction
 from django.db.models import Sum
 
 from .models import CreditAccount, EntryKind, Hold, HoldStatus, LedgerEntry, Lot
@@ -32,8 +34,13 @@ def reconcile(user_ids: Iterable[UUID] | None = None) -> list[Discrepancy]:
     if user_ids is not None:
         accounts = accounts.filter(pk__in=list(user_ids))
     found: list[Discrepancy] = []
-    for account in accounts.iterator(chunk_size=500):
-        found.extend(_reconcile_account(account))
+    for user_id in list(accounts.values_list("pk", flat=True)):
+        with transaction.atomic():
+            # Lock the account as every money operation does, so that no operation commits
+            # between reading its entries and its lots and holds (a false discrepancy otherwise,
+            # when the command runs against a live service). One account at a time, briefly.
+            account = CreditAccount.objects.select_for_update().get(pk=user_id)
+            found.extend(_reconcile_account(account))
     return found
 
 
@@ -47,12 +54,15 @@ def _reconcile_account(account: CreditAccount) -> list[Discrepancy]:
     running = 0
     lot_sums: dict[int, int] = defaultdict(int)
     consumed = 0
+    charged_by_key: dict[str, int] = {}
     entries = LedgerEntry.objects.filter(account=account).order_by("id")
-    for entry in entries.values("id", "lot_id", "kind", "amount", "balance_after").iterator():
+    fields = ("id", "lot_id", "kind", "amount", "balance_after", "idempotency_key")
+    for entry in entries.values(*fields).iterator():
         running += entry["amount"]
         lot_sums[entry["lot_id"]] += entry["amount"]
         if entry["kind"] == EntryKind.CHARGE:
             consumed -= entry["amount"]
+            charged_by_key[entry["idempotency_key"]] = -entry["amount"]
         compare(f"balance_after of entry {entry['id']}", entry["balance_after"], running)
     compare("balance", account.balance, running)
     compare("consumed", account.consumed, consumed)
@@ -62,6 +72,14 @@ def _reconcile_account(account: CreditAccount) -> list[Discrepancy]:
     held_by_lot: dict[int, int] = defaultdict(int)
     for lot_id, amount in live.values_list("lot_id", "amount"):
         held_by_lot[lot_id] += amount
+
+    # A hold's `charged` is what its one charge entry says (keyed `charge:<hold id>`).
+    for hold_id, request_id, charged in Hold.objects.filter(account=account).values_list(
+        "pk", "request_id", "charged"
+    ):
+        compare(
+            f"charged of hold {request_id}", charged, charged_by_key.get(f"charge:{hold_id}", 0)
+        )
 
     for lot in Lot.objects.filter(account=account):
         compare(f"remaining of lot {lot.pk}", lot.remaining, lot_sums.get(lot.pk, 0))

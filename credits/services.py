@@ -168,9 +168,17 @@ def _release_hold(account: CreditAccount, hold: Hold, *, status: str, now: datet
             now=now,
             reference=f"request:{hold.request_id}",
         )
-        if lot.expired_at is None:
-            lot.expired_at = now
-    lot.save(update_fields=["reserved", "remaining", "expired_at"])
+        # Not marking the lot expired here: if it has not been swept yet, its unheld credit
+        # still needs its `expire:lot` entry, which `_settle_due` writes only for unmarked lots.
+        if account.next_event_at is None or lot.expires_at < account.next_event_at:
+            account.next_event_at = lot.expires_at
+    elif lot.expires_at is not None and (
+        account.next_event_at is None or lot.expires_at < account.next_event_at
+    ):
+        # The credit is unheld again in a lot that will expire: a recomputation made while the
+        # lot was fully held skipped it, so its expiry must be due again.
+        account.next_event_at = lot.expires_at
+    lot.save(update_fields=["reserved", "remaining"])
     hold.status = status
     hold.settled_at = now
     hold.save(update_fields=["status", "settled_at"])
@@ -376,6 +384,13 @@ def credits_adjust(
             wanted -= take
             if wanted == 0:
                 break
+        if wanted:
+            # The cached available balance promised more than the lots hold: refuse (the
+            # transaction rolls back) rather than write a partial adjustment.
+            raise InsufficientCredits(
+                f"Cannot remove {-amount} credits: only {-amount - wanted} are available.",
+                field="amount",
+            )
         _save_account(account)
         return entries
 

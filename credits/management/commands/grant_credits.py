@@ -28,7 +28,12 @@ class Command(BaseCommand):
             raise CommandError("--reason must not be empty.")
         user = _user(options["email"])
         staff = _user(options["by"]) if options["by"] else None
+        if staff is not None and not staff.is_staff:
+            # The entry names who granted: only a staff member may be recorded there.
+            raise CommandError(f"--by {staff.email} is not a staff member.")
         expires_at = _expiry(options["expires_at"]) if options["expires_at"] else None
+        # Users made outside registration (createsuperuser, the admin) have no account yet.
+        services.account_open(user_id=user.pk)
         entries = services.credits_adjust(
             user_id=user.pk,
             amount=amount,
