@@ -1,0 +1,300 @@
+"""The database side of the hot path, in two implementations with one behaviour.
+
+- `ServicesBackend` calls `credits.services` (hold_create / hold_commit / hold_release) and the
+  ORM: simple, obviously right, about fifteen statements per call. It is the implementation on
+  SQLite (the embedded default) and the fallback of the other one.
+- `SqlBackend` (PostgreSQL) does each step in one round trip: one call of a PL/pgSQL function
+  defined in migration 0003 (`gateway_authorize_check`, `gateway_hold_create`,
+  `gateway_settle`). Whenever the account has something due (a lot or a hold past its expiry),
+  the hold has expired, or a released credit's lot has expired, the function writes nothing and
+  answers `due`/`fallback`, and the services do the work, so expiry logic lives in one place.
+
+Both run the same behavioural tests (tests/gateway: the `backend` fixture switches them).
+"""
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from django.db import connection, transaction
+
+from accounts.api_keys import api_key_resolve
+from credits import services
+from credits.errors import (
+    AccountFrozen,
+    HoldAlreadySettled,
+    HoldNotFound,
+    IdempotencyConflict,
+    InsufficientCredits,
+)
+from credits.models import CreditAccount, Hold, UsageRecord
+
+# Outcomes shared by both implementations.
+OK = "ok"
+REPLAY = "replay"
+CONFLICT = "conflict"
+BAD_KEY = "bad_key"
+FROZEN = "frozen"
+NO_CREDIT = "no_credit"
+NOT_FOUND = "not_found"
+RETRY = "retry"  # the same request id was held on another account meanwhile: look again
+
+HOLD_EXPIRED = "hold_expired"
+SETTLE_KEY = "_settle"  # where a hold's decision keeps its first settle answer
+
+
+@dataclass(frozen=True)
+class Check:
+    outcome: str
+    key_id: str | None = None
+    user_id: str | None = None
+    balance: int = 0
+    available: int = 0
+    decision: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class HoldOutcome:
+    outcome: str
+    available: int | None = None
+    decision: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SettleOutcome:
+    outcome: str
+    charged: int = 0
+    available: int = 0
+    status: str | None = None  # the hold's status (named in a 409)
+
+
+@dataclass(frozen=True)
+class Usage:
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    reason: str
+    http_status: int | None
+
+
+def _json(value: Any) -> dict[str, Any] | None:
+    if value is None or isinstance(value, dict):
+        return value
+    loaded: dict[str, Any] = json.loads(value)
+    return loaded
+
+
+def _fill(decision: dict[str, Any], available: int) -> dict[str, Any]:
+    decision = {**decision, "credits_remaining": available}
+    decision["headers"] = {**decision["headers"], "X-Credits-Remaining": str(available)}
+    return decision
+
+
+class ServicesBackend:
+    name = "services"
+
+    def check(self, *, request_id: str, raw_key: str, digest: str | None, now: datetime) -> Check:
+        """The replay of a request id, then the key, then the account (read only)."""
+        held = (
+            Hold.objects.filter(request_id=request_id)
+            .values("api_key_id", "api_key__digest", "decision")
+            .first()
+        )
+        if held is not None:
+            if digest is not None and held["api_key__digest"] == digest:
+                return Check(REPLAY, decision=_json(held["decision"]))
+            return Check(CONFLICT)
+        if digest is None:
+            return Check(BAD_KEY)
+        key = api_key_resolve(raw_key, now=now)
+        if key is None:
+            return Check(BAD_KEY)
+        key_id, user_id = str(key.pk), str(key.user_id)
+        account = CreditAccount.objects.filter(pk=key.user_id).first()
+        if account is None:
+            return Check(NO_CREDIT, key_id, user_id)
+        balance = services.account_balance(account=account, now=now)
+        outcome = OK
+        if account.frozen_at is not None:
+            outcome = FROZEN
+        elif balance.available < 1:
+            outcome = NO_CREDIT
+        return Check(outcome, key_id, user_id, balance.balance, balance.available)
+
+    def _available(self, user_id: str) -> int:
+        account = CreditAccount.objects.get(pk=UUID(user_id))
+        return services.account_balance(account=account).available
+
+    def hold(
+        self,
+        *,
+        request_id: str,
+        key_id: str,
+        user_id: str,
+        hold_id: str,
+        decision: dict[str, Any],
+        now: datetime,
+        expires_at: datetime,
+    ) -> HoldOutcome:
+        """services.hold_create, and the decision stored with the hold in the same transaction."""
+        from .decisions import rfc3339
+
+        try:
+            with transaction.atomic():
+                result = services.hold_create(
+                    user_id=UUID(user_id),
+                    request_id=request_id,
+                    api_key_id=UUID(key_id),
+                    ttl=expires_at - now,
+                )
+                hold = result.hold
+                if not result.created:
+                    return HoldOutcome(REPLAY, decision=_json(hold.decision))
+                decision = _fill(decision, result.available)
+                decision["hold_id"] = str(hold.pk)
+                decision["hold_expires_at"] = rfc3339(hold.expires_at)
+                Hold.objects.filter(pk=hold.pk).update(decision=decision)
+                return HoldOutcome(OK, result.available, decision)
+        except IdempotencyConflict:
+            return HoldOutcome(CONFLICT)
+        except AccountFrozen:
+            return HoldOutcome(FROZEN, self._available(user_id))
+        except InsufficientCredits:
+            return HoldOutcome(NO_CREDIT, self._available(user_id))
+
+    def settle(
+        self, *, request_id: str, commit: bool, usage: Usage, now: datetime
+    ) -> SettleOutcome:
+        """hold_commit / hold_release and, on the first settle only, the usage record, in one
+        transaction (a concurrent second settle waits on the account lock, then replays)."""
+        try:
+            with transaction.atomic():
+                if commit:
+                    result = services.hold_commit(request_id=request_id)
+                else:
+                    result = services.hold_release(request_id=request_id)
+                hold = result.hold
+                if result.replayed:
+                    first = (_json(hold.decision) or {}).get(SETTLE_KEY) or {}
+                    return SettleOutcome(
+                        REPLAY,
+                        hold.charged,
+                        first.get("credits_remaining", result.available),
+                        hold.status,
+                    )
+                reason = usage.reason
+                if commit and hold.charged == 0:
+                    reason = HOLD_EXPIRED  # a late success that found no credit to charge
+                decision = _json(hold.decision) or {}
+                decision[SETTLE_KEY] = {
+                    "charged": hold.charged,
+                    "credits_remaining": result.available,
+                }
+                Hold.objects.filter(pk=hold.pk).update(decision=decision)
+                UsageRecord.objects.create(
+                    request_id=request_id,
+                    account_id=hold.account_id,
+                    api_key_id=hold.api_key_id,
+                    model=usage.model,
+                    prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens,
+                    outcome="success" if commit else "failure",
+                    reason=reason,
+                    http_status=usage.http_status,
+                    charged=hold.charged,
+                    settled_at=hold.settled_at or now,
+                )
+                return SettleOutcome(OK, hold.charged, result.available, hold.status)
+        except HoldNotFound:
+            return SettleOutcome(NOT_FOUND)
+        except HoldAlreadySettled:
+            status = Hold.objects.filter(request_id=request_id).values_list("status", flat=True)
+            return SettleOutcome(CONFLICT, status=status.first())
+
+
+class SqlBackend(ServicesBackend):
+    """One PL/pgSQL call per step, in autocommit; the services when something is due."""
+
+    name = "sql"
+
+    def check(self, *, request_id: str, raw_key: str, digest: str | None, now: datetime) -> Check:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT * FROM gateway_authorize_check(%s, %s, %s)", [request_id, digest, now]
+            )
+            outcome, key_id, user_id, balance, available, decision = cursor.fetchone()
+        if outcome == "due":
+            return super().check(request_id=request_id, raw_key=raw_key, digest=digest, now=now)
+        return Check(
+            outcome,
+            str(key_id) if key_id is not None else None,
+            str(user_id) if user_id is not None else None,
+            balance or 0,
+            available or 0,
+            _json(decision),
+        )
+
+    def hold(
+        self,
+        *,
+        request_id: str,
+        key_id: str,
+        user_id: str,
+        hold_id: str,
+        decision: dict[str, Any],
+        now: datetime,
+        expires_at: datetime,
+    ) -> HoldOutcome:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT * FROM gateway_hold_create(%s, %s, %s, %s, %s::jsonb, %s, %s)",
+                [request_id, key_id, user_id, hold_id, json.dumps(decision), now, expires_at],
+            )
+            outcome, available, stored = cursor.fetchone()
+        if outcome == "due":
+            return super().hold(
+                request_id=request_id,
+                key_id=key_id,
+                user_id=user_id,
+                hold_id=hold_id,
+                decision=decision,
+                now=now,
+                expires_at=expires_at,
+            )
+        return HoldOutcome(outcome, available, _json(stored))
+
+    def settle(
+        self, *, request_id: str, commit: bool, usage: Usage, now: datetime
+    ) -> SettleOutcome:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT * FROM gateway_settle(%s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    request_id,
+                    commit,
+                    usage.model,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    usage.reason,
+                    usage.http_status,
+                    now,
+                ],
+            )
+            outcome, charged, available, status = cursor.fetchone()
+        if outcome == "fallback":
+            return super().settle(request_id=request_id, commit=commit, usage=usage, now=now)
+        return SettleOutcome(outcome, charged or 0, available or 0, status)
+
+
+_services = ServicesBackend()
+_sql = SqlBackend()
+# Tests set this to "services" to run the PostgreSQL suite through the Python implementation.
+FORCE: str | None = None
+
+
+def get_backend() -> ServicesBackend:
+    if FORCE == "services" or connection.vendor != "postgresql":
+        return _services
+    return _sql

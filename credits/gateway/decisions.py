@@ -1,0 +1,146 @@
+"""The decisions `POST /internal/v1/authorize` answers: bodies and headers in both dialects.
+
+`status`, `error` and `headers` of a decision are exactly what the gateway returns to its end
+user (CONTRACT.md, "Internal API"): the error body in the requested format (`openai` or
+`anthropic`), the documented `X-RateLimit-*` and `X-Credits-Remaining` headers, and the rate-limit
+dialect that the requested format's SDKs read (never the other format's).
+"""
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from .ratelimit import LimitResult, TierLimits
+
+OPENAI = "openai"
+ANTHROPIC = "anthropic"
+FORMATS = (OPENAI, ANTHROPIC)
+
+BAD_KEY = "bad_key"
+FROZEN = "frozen"
+NO_CREDIT = "no_credit"
+RATE_LIMITED = "rate_limited"
+
+# reason -> (HTTP status, OpenAI type, OpenAI code, Anthropic type)
+_REASONS: dict[str, tuple[int, str, str, str]] = {
+    BAD_KEY: (401, "invalid_request_error", "invalid_api_key", "authentication_error"),
+    FROZEN: (403, "invalid_request_error", "account_frozen", "permission_error"),
+    NO_CREDIT: (403, "insufficient_quota", "insufficient_credits", "permission_error"),
+    RATE_LIMITED: (429, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error"),
+}
+
+_MESSAGES = {
+    FROZEN: "This account is frozen; contact support.",
+    NO_CREDIT: "Insufficient credits: this account has no available credit. "
+    "Buy credits to continue.",
+}
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def seconds_until(end: int, now: datetime) -> int:
+    """Whole seconds until a window's end, at least 1 (a `Retry-After` of 0 invites a spin)."""
+    return max(1, math.ceil(end - now.timestamp()))
+
+
+def duration(seconds: int) -> str:
+    """OpenAI's reset duration: `12s`, `1m30s`, `2h0m5s`."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def error_body(fmt: str, reason: str, message: str | None = None) -> dict[str, Any]:
+    _, openai_type, code, anthropic_type = _REASONS[reason]
+    if reason == BAD_KEY:
+        message = "Invalid API key provided" if fmt == OPENAI else "Invalid API key"
+    message = message or _MESSAGES[reason]
+    if fmt == OPENAI:
+        return {"error": {"message": message, "type": openai_type, "code": code}}
+    return {"type": "error", "error": {"type": anthropic_type, "message": message}}
+
+
+def rate_limit_headers(fmt: str, limit: LimitResult, now: datetime) -> dict[str, str]:
+    window = limit.described
+    wait = seconds_until(window.end, now)
+    headers = {
+        "X-RateLimit-Limit": str(window.limit),
+        "X-RateLimit-Remaining": str(window.remaining),
+        "X-RateLimit-Reset": str(window.end),
+    }
+    if fmt == OPENAI:
+        headers["x-ratelimit-limit-requests"] = str(window.limit)
+        headers["x-ratelimit-remaining-requests"] = str(window.remaining)
+        headers["x-ratelimit-reset-requests"] = duration(wait)
+    else:
+        headers["anthropic-ratelimit-requests-limit"] = str(window.limit)
+        headers["anthropic-ratelimit-requests-remaining"] = str(window.remaining)
+        headers["anthropic-ratelimit-requests-reset"] = rfc3339(
+            datetime.fromtimestamp(window.end, tz=UTC)
+        )
+    return headers
+
+
+def denied(
+    fmt: str,
+    reason: str,
+    *,
+    available: int | None = None,
+    limit: LimitResult | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """A denial. A 401 carries no headers; a 403 or 429 carries `X-Credits-Remaining` and,
+    when the account has a tier, the rate-limit headers; a 429 adds `Retry-After`."""
+    status = _REASONS[reason][0]
+    headers: dict[str, str] = {}
+    message = None
+    if reason != BAD_KEY:
+        assert available is not None
+        if limit is not None and now is not None:
+            headers.update(rate_limit_headers(fmt, limit, now))
+        headers["X-Credits-Remaining"] = str(max(0, available))
+        if reason == RATE_LIMITED:
+            assert limit is not None and limit.refused is not None and now is not None
+            window = limit.refused
+            message = f"Rate limit exceeded: {window.limit} requests per {window.name}"
+            headers["Retry-After"] = str(seconds_until(window.end, now))
+    return {
+        "allowed": False,
+        "status": status,
+        "error": error_body(fmt, reason, message),
+        "headers": headers,
+    }
+
+
+def allowed(
+    fmt: str,
+    *,
+    hold_id: str,
+    hold_expires_at: datetime,
+    user_id: str,
+    key_id: str,
+    tier: TierLimits | None,
+    limit: LimitResult | None,
+    now: datetime,
+    available_after: int,
+) -> dict[str, Any]:
+    """An allowed decision. `available_after` is filled in (or corrected) under the account
+    lock by whoever creates the hold."""
+    headers = rate_limit_headers(fmt, limit, now) if limit is not None else {}
+    headers["X-Credits-Remaining"] = str(available_after)
+    return {
+        "allowed": True,
+        "hold_id": hold_id,
+        "hold_expires_at": rfc3339(hold_expires_at),
+        "user_id": user_id,
+        "key_id": key_id,
+        "tier": tier.name if tier is not None else None,
+        "credits_remaining": available_after,
+        "headers": headers,
+    }

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("authorize", views.authorize, name="gateway-authorize"),
+    path("settle", views.settle, name="gateway-settle"),
+]

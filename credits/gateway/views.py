@@ -1,0 +1,280 @@
+"""`POST /internal/v1/authorize` and `POST /internal/v1/settle` (CONTRACT.md, "Internal API").
+
+Plain Django views, not DRF: these run on every end-user request, and a probe measured DRF's
+per-request machinery plus the ORM at a sixth of the throughput of a plain view calling one SQL
+function. The rest of the API stays DRF.
+
+Authorize, in the contract's order: a request id allowed before replays its stored decision
+(another key: 409); the key (401); the account frozen (403); an available credit (403); the
+three rate-limit windows of the key's tier (429); then the hold. The database is asked twice on
+PostgreSQL: once to read (key, account) before the limiter, once to create the hold after it.
+The limiter must run between the two because the tier depends on the balance and because a
+request refused for credit must not consume quota; if the hold is refused after the limiter
+counted the request (credits taken by a concurrent request meanwhile), the count is taken back.
+"""
+
+import json
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from accounts import secrets
+from accounts.api_keys import api_key_is_well_formed
+from accounts.authentication import require_service_token
+from config.errors import error_response
+from credits import clock
+
+from . import backends, decisions
+from .backends import SETTLE_KEY, Usage
+from .ratelimit import limiter_hit, limiter_peek, limiter_undo, tier_for_balance
+
+logger = logging.getLogger(__name__)
+
+MAX_REQUEST_ID = 128
+MAX_MODEL = 64
+MAX_REASON = 64
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+def _body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        body = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("The body must be a JSON object.") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object.")
+    return body
+
+
+def _string(
+    body: dict[str, Any], field: str, *, required: bool, max_length: int | None = None
+) -> str | None:
+    value = body.get(field)
+    if value is None:
+        if required:
+            raise BadRequest(f"{field} is required.", field)
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"{field} must be a string.", field)
+    if required and not value:
+        raise BadRequest(f"{field} must not be empty.", field)
+    if max_length is not None and len(value) > max_length:
+        raise BadRequest(f"{field} must be at most {max_length} characters.", field)
+    return value
+
+
+def _count(value: Any, field: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadRequest(f"{field} must be a non-negative integer.", field)
+    if value > 2_147_483_647:
+        raise BadRequest(f"{field} is too large.", field)
+    return value
+
+
+def _guarded(view: Any) -> Any:
+    """Bad input is a 400 naming the field; an unreachable database a quick 503."""
+
+    def wrapper(request: HttpRequest) -> HttpResponse:
+        if request.method != "POST":
+            response = error_response(405, "method_not_allowed", "Use POST.")
+            response["Allow"] = "POST"
+            return response
+        try:
+            answer: HttpResponse = view(request)
+            return answer
+        except BadRequest as exc:
+            return error_response(400, "invalid_request", exc.message, exc.field)
+        except (OperationalError, InterfaceError):
+            logger.exception("internal API: database unreachable")
+            return error_response(503, "unavailable", "The database cannot be reached.")
+
+    wrapper.__name__ = view.__name__
+    wrapper.__doc__ = view.__doc__
+    return wrapper
+
+
+def _decision(payload: dict[str, Any]) -> JsonResponse:
+    return JsonResponse(payload)
+
+
+def _replayed(decision: dict[str, Any] | None) -> JsonResponse:
+    stored = dict(decision or {})
+    stored.pop(SETTLE_KEY, None)
+    return _decision(stored)
+
+
+def _conflict() -> JsonResponse:
+    return error_response(
+        409,
+        "request_id_conflict",
+        "This request_id was already used with another API key.",
+        "request_id",
+    )
+
+
+@require_service_token
+@_guarded
+def authorize(request: HttpRequest) -> HttpResponse:
+    body = _body(request)
+    raw_key = body.get("api_key")
+    if raw_key is not None and not isinstance(raw_key, str):
+        raise BadRequest("api_key must be a string.", "api_key")
+    request_id = _string(body, "request_id", required=True, max_length=MAX_REQUEST_ID)
+    assert request_id is not None
+    fmt = _string(body, "format", required=True)
+    if fmt not in decisions.FORMATS:
+        raise BadRequest("format must be 'openai' or 'anthropic'.", "format")
+    _string(body, "model", required=False)  # recorded at settle, never a reason to deny
+    return _authorize(request_id=request_id, raw_key=raw_key or "", fmt=fmt, now=clock.now())
+
+
+def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> HttpResponse:
+    backend = backends.get_backend()
+    # A malformed key never reaches the key table; the request id is still looked up, since a
+    # request id held with another key is a 409 whatever the key is.
+    digest = secrets.digest(raw_key) if api_key_is_well_formed(raw_key) else None
+    for _ in range(3):
+        check = backend.check(request_id=request_id, raw_key=raw_key, digest=digest, now=now)
+        if check.outcome == backends.REPLAY:
+            return _replayed(check.decision)
+        if check.outcome == backends.CONFLICT:
+            return _conflict()
+        if check.outcome == backends.BAD_KEY:
+            return _decision(decisions.denied(fmt, decisions.BAD_KEY))
+        assert check.key_id is not None and check.user_id is not None
+        tier = tier_for_balance(check.balance)
+        if check.outcome in (backends.FROZEN, backends.NO_CREDIT):
+            peek = limiter_peek(key_id=check.key_id, tier=tier, now=now) if tier else None
+            return _decision(
+                decisions.denied(fmt, check.outcome, available=check.available, limit=peek, now=now)
+            )
+        limit = limiter_hit(key_id=check.key_id, tier=tier, now=now) if tier else None
+        if limit is not None and not limit.allowed:
+            return _decision(
+                decisions.denied(
+                    fmt, decisions.RATE_LIMITED, available=check.available, limit=limit, now=now
+                )
+            )
+        hold_id = str(uuid.uuid4())
+        expires_at = now + timedelta(seconds=settings.HOLD_TTL_SECONDS)
+        decision = decisions.allowed(
+            fmt,
+            hold_id=hold_id,
+            hold_expires_at=expires_at,
+            user_id=check.user_id,
+            key_id=check.key_id,
+            tier=tier,
+            limit=limit,
+            now=now,
+            available_after=check.available - 1,
+        )
+        try:
+            held = backend.hold(
+                request_id=request_id,
+                key_id=check.key_id,
+                user_id=check.user_id,
+                hold_id=hold_id,
+                decision=decision,
+                now=now,
+                expires_at=expires_at,
+            )
+        except BaseException:
+            if limit is not None:
+                limiter_undo(limit)
+            raise
+        if held.outcome == backends.OK:
+            return _decision(held.decision or decision)
+        # Refused after the limiter counted it: a denial consumes no quota.
+        if limit is not None:
+            limiter_undo(limit)
+        if held.outcome == backends.REPLAY:
+            return _replayed(held.decision)
+        if held.outcome == backends.CONFLICT:
+            return _conflict()
+        if held.outcome in (backends.FROZEN, backends.NO_CREDIT):
+            available = held.available if held.available is not None else 0
+            peek = limiter_peek(key_id=check.key_id, tier=tier, now=now) if tier else None
+            return _decision(
+                decisions.denied(fmt, held.outcome, available=available, limit=peek, now=now)
+            )
+        # RETRY: the request id was taken on another account meanwhile; look again.
+    raise OperationalError("authorize: the request id kept changing under us")
+
+
+@require_service_token
+@_guarded
+def settle(request: HttpRequest) -> HttpResponse:
+    body = _body(request)
+    request_id = _string(body, "request_id", required=True, max_length=MAX_REQUEST_ID)
+    assert request_id is not None
+    outcome = body.get("outcome")
+    if outcome not in ("success", "failure"):
+        raise BadRequest("outcome must be 'success' or 'failure'.", "outcome")
+    http_status = body.get("http_status")
+    if http_status is not None and (
+        isinstance(http_status, bool)
+        or not isinstance(http_status, int)
+        or not 100 <= http_status <= 599
+    ):
+        raise BadRequest("http_status must be an HTTP status code (100 to 599).", "http_status")
+    if outcome == "success" and http_status is not None and http_status >= 400:
+        raise BadRequest(
+            "A success cannot have an http_status of 400 or more; settle it as a failure.",
+            "http_status",
+        )
+    model = _string(body, "model", required=False) or ""
+    usage = body.get("usage")
+    if usage is None:
+        usage = {}
+    if not isinstance(usage, dict):
+        raise BadRequest("usage must be an object.", "usage")
+    prompt_tokens = _count(usage.get("prompt_tokens"), "usage.prompt_tokens")
+    completion_tokens = _count(usage.get("completion_tokens"), "usage.completion_tokens")
+    reason = _string(body, "reason", required=False, max_length=MAX_REASON) or ""
+    result = backends.get_backend().settle(
+        request_id=request_id,
+        commit=outcome == "success",
+        usage=Usage(
+            # A model name is recorded, never a reason to refuse: an over-long one is cut.
+            model=model[:MAX_MODEL],
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            reason=reason,
+            http_status=http_status,
+        ),
+        now=clock.now(),
+    )
+    if result.outcome == backends.NOT_FOUND:
+        return error_response(
+            404,
+            "request_not_found",
+            "No authorized request has this request_id (never authorized, or denied).",
+            "request_id",
+        )
+    if result.outcome == backends.CONFLICT:
+        return error_response(
+            409,
+            "request_already_settled",
+            f"This request was already settled as {result.status}; nothing was changed.",
+            "outcome",
+        )
+    return JsonResponse(
+        {
+            "request_id": request_id,
+            "charged": result.charged,
+            "credits_remaining": result.available,
+        }
+    )

@@ -1,0 +1,177 @@
+"""Helpers for the gateway tests: a service token, funded users with keys, calls of the two
+endpoints, and a clock placed at the start of a window (so a test never straddles a reset)."""
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+from uuid import uuid4
+
+import pytest
+from django.test import Client
+
+from accounts.models import ApiKey, User
+from accounts.service_tokens import clear_cache, service_token_create
+from accounts.services import api_key_create
+from credits import clock, services
+from credits.gateway import backends
+from credits.gateway.ratelimit import local_limiter, tiers_cache_clear
+from credits.models import LotSource, Tier
+from tests.factories import UserFactory
+
+DOCUMENTED_TIERS = [
+    ("1-100", 1, 100, 20, 600, 5000),
+    ("101-1,000", 101, 1000, 60, 2000, 20000),
+    ("1,001-10,000", 1001, 10000, 200, 6000, 50000),
+    ("10,000+", 10001, None, 500, 15000, 100000),
+]
+
+
+def ensure_documented_tiers() -> None:
+    """The seeded tiers (a transactional test's flush removes the migration's seed)."""
+    for name, low, high, per_minute, per_hour, per_day in DOCUMENTED_TIERS:
+        Tier.objects.update_or_create(
+            name=name,
+            defaults={
+                "min_balance": low,
+                "max_balance": high,
+                "requests_per_minute": per_minute,
+                "requests_per_hour": per_hour,
+                "requests_per_day": per_day,
+            },
+        )
+    tiers_cache_clear()
+
+
+@dataclass
+class Customer:
+    user: User
+    key: ApiKey
+    raw_key: str
+
+    def new_key(self, **kwargs: Any) -> tuple[ApiKey, str]:
+        return api_key_create(user=self.user, name=f"key {uuid4().hex[:6]}", **kwargs)
+
+
+def funded_customer(
+    balance: int, *, expires_at: datetime | None = None, key_expires_at: datetime | None = None
+) -> Customer:
+    """A user whose account holds exactly `balance` credits (one lot), with one API key."""
+    ensure_documented_tiers()
+    user = cast(User, UserFactory())
+    services.account_open(user_id=user.pk)
+    if balance:
+        services.credits_grant(
+            user_id=user.pk,
+            amount=balance,
+            source=LotSource.PURCHASE,
+            expires_at=expires_at,
+            idempotency_key=f"test-grant:{uuid4()}",
+        )
+    key, raw = api_key_create(user=user, name="main", expires_at=key_expires_at)
+    return Customer(user, key, raw)
+
+
+class Gateway:
+    """Calls `/internal/v1/` the way the gateway does."""
+
+    def __init__(self, token: str, client: Client | None = None) -> None:
+        self.token = token
+        self.client = client or Client()
+
+    def post(self, path: str, body: Any, token: str | None = None) -> Any:
+        raw = body if isinstance(body, (str, bytes)) else json.dumps(body)
+        return self.client.post(
+            f"/internal/v1/{path}",
+            data=raw,
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {token if token is not None else self.token}",
+        )
+
+    def authorize(
+        self,
+        api_key: str,
+        request_id: str | None = None,
+        fmt: str = "openai",
+        model: str = "kimi-k2-0905",
+    ) -> dict[str, Any]:
+        response = self.post(
+            "authorize",
+            {
+                "api_key": api_key,
+                "request_id": request_id or f"req_{uuid4().hex}",
+                "model": model,
+                "format": fmt,
+            },
+        )
+        assert response.status_code == 200, response.content
+        body: dict[str, Any] = response.json()
+        return body
+
+    def settle(
+        self,
+        request_id: str,
+        outcome: str = "success",
+        *,
+        http_status: int | None = None,
+        usage: dict[str, int] | None = None,
+        reason: str | None = None,
+        model: str = "kimi-k2-0905",
+    ) -> Any:
+        if http_status is None:
+            http_status = 200 if outcome == "success" else 502
+        return self.post(
+            "settle",
+            {
+                "request_id": request_id,
+                "outcome": outcome,
+                "http_status": http_status,
+                "model": model,
+                "usage": usage
+                if usage is not None
+                else {"prompt_tokens": 25, "completion_tokens": 189},
+                "reason": reason,
+            },
+        )
+
+
+@pytest.fixture(params=["sql", "services"])
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs a test against both implementations of the database side."""
+    backends.FORCE = request.param
+    yield request.param
+    backends.FORCE = None
+
+
+@pytest.fixture
+def service_token() -> str:
+    clear_cache()
+    _, raw = service_token_create(name=f"gateway-{uuid4().hex[:8]}")
+    return raw
+
+
+@pytest.fixture
+def gateway(service_token: str) -> Gateway:
+    return Gateway(service_token)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_limiter() -> Iterator[None]:
+    local_limiter.clear()
+    tiers_cache_clear()
+    yield
+    local_limiter.clear()
+    tiers_cache_clear()
+
+
+def start_of_next(window: str) -> None:
+    """Move the clock to one second past the start of the next minute, hour or day (UTC)."""
+    now = clock.now()
+    if window == "minute":
+        start = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    elif window == "hour":
+        start = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    else:
+        start = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
+    clock.advance(start + timedelta(seconds=1) - now)
