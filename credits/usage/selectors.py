@@ -1,0 +1,238 @@
+"""Reads of the usage report and the ledger history. They write nothing.
+
+The usage figures come from the hourly buckets only (`UsageBucket`, kept by a database trigger
+on every settle), so a report costs in proportion to the hours it covers, never to the number of
+requests behind them. Everything else comes from the ledger: `credits.services` for the balance
+and the spendable lots, `CreditAccount.consumed` for the all-time total.
+
+Windows are half-open, `[start, end)`, in UTC, at the buckets' resolution of one hour: a bucket
+counts when the hour it covers overlaps the window. For whole-hour bounds (and ISO dates) that
+is exactly "from inclusive, to exclusive"; a bound inside an hour takes that whole hour in.
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+from uuid import UUID
+
+from django.db.models import QuerySet, Sum
+from django.db.models.functions import TruncDate
+
+from accounts.models import ApiKey, User
+from config.errors import NotFound
+from credits import clock, services
+from credits.gateway.ratelimit import TierLimits, tier_for_balance
+from credits.models import CreditAccount, LedgerEntry, Lot
+from credits.models.usage_buckets import UsageBucket
+
+HOUR = timedelta(hours=1)
+DEFAULT_DAYS = 30
+DEFAULT_HOURS = 48
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open UTC interval; a missing bound is unbounded."""
+
+    start: datetime | None
+    end: datetime | None
+
+
+@dataclass
+class UsageTotals:
+    requests: int = 0
+    credits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, other: "UsageTotals") -> None:
+        self.requests += other.requests
+        self.credits += other.credits
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "requests": self.requests,
+            "credits": self.credits,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+
+
+@dataclass
+class CreditsReport:
+    credits_remaining: int
+    credits_reserved: int
+    total_credits_consumed: int
+    tier: TierLimits | None
+    lots: list[Lot]
+    usage_by_day: list[tuple[date, UsageTotals]] = field(default_factory=list)
+    usage_by_hour: list[tuple[datetime, UsageTotals]] = field(default_factory=list)
+    average_tokens_per_request: float | None = None
+
+
+def hour_floor(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def default_windows(now: datetime) -> tuple[Window, Window]:
+    """(days, hours) without parameters: the last 30 UTC days including today, and the last
+    48 hours including the current one."""
+    today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    days = Window(today - timedelta(days=DEFAULT_DAYS - 1), today + timedelta(days=1))
+    this_hour = hour_floor(now)
+    hours = Window(this_hour - (DEFAULT_HOURS - 1) * HOUR, this_hour + HOUR)
+    return days, hours
+
+
+def api_key_of_user(*, user: User, key_id: str) -> ApiKey:
+    """The user's own key with this id, live or not (its history still counts); another user's
+    key and an unknown id are the same 404, so nothing about other users' keys leaks."""
+    try:
+        parsed = UUID(key_id)
+    except ValueError as exc:
+        raise NotFound("No API key of yours has this id.", code="key_not_found", field="key") from (
+            exc
+        )
+    key = ApiKey.objects.filter(pk=parsed, user=user).first()
+    if key is None:
+        raise NotFound("No API key of yours has this id.", code="key_not_found", field="key")
+    return key
+
+
+def _buckets(*, account_id: Any, window: Window, api_key_id: Any | None) -> QuerySet[UsageBucket]:
+    buckets = UsageBucket.objects.filter(account_id=account_id)
+    if window.start is not None:
+        # A bucket overlaps [start, end) when hour + 1h > start, i.e. hour >= floor(start).
+        buckets = buckets.filter(hour__gte=hour_floor(window.start))
+    if window.end is not None:
+        buckets = buckets.filter(hour__lt=window.end)
+    if api_key_id is not None:
+        buckets = buckets.filter(api_key_id=api_key_id)
+    return buckets
+
+
+_SUMS = {
+    "n_requests": Sum("requests"),
+    "n_credits": Sum("credits"),
+    "n_prompt": Sum("prompt_tokens"),
+    "n_completion": Sum("completion_tokens"),
+}
+_COLUMNS = ("n_requests", "n_credits", "n_prompt", "n_completion")
+
+
+def usage_hourly(
+    *, account_id: Any, window: Window, api_key_id: Any | None = None
+) -> list[tuple[datetime, UsageTotals]]:
+    """One row per UTC hour with usage in the window (keys and models added up), ascending."""
+    rows = hourly_query(account_id=account_id, window=window, api_key_id=api_key_id)
+    return [(hour.astimezone(UTC), UsageTotals(*totals)) for hour, *totals in rows]
+
+
+def hourly_query(*, account_id: Any, window: Window, api_key_id: Any | None = None) -> QuerySet:
+    return (
+        _buckets(account_id=account_id, window=window, api_key_id=api_key_id)
+        .values("hour")
+        .annotate(**_SUMS)
+        .order_by("hour")
+        .values_list("hour", *_COLUMNS)
+    )
+
+
+def usage_daily(
+    *, account_id: Any, window: Window, api_key_id: Any | None = None
+) -> list[tuple[date, UsageTotals]]:
+    """One row per UTC day with usage in the window, ascending. Summed in the database: the
+    default 30 days return 30 rows however many keys, models and hours lie behind them."""
+    rows = daily_query(account_id=account_id, window=window, api_key_id=api_key_id)
+    return [(day, UsageTotals(*totals)) for day, *totals in rows]
+
+
+def daily_query(*, account_id: Any, window: Window, api_key_id: Any | None = None) -> QuerySet:
+    return (
+        _buckets(account_id=account_id, window=window, api_key_id=api_key_id)
+        .annotate(day=TruncDate("hour", tzinfo=UTC))
+        .values("day")
+        .annotate(**_SUMS)
+        .order_by("day")
+        .values_list("day", *_COLUMNS)
+    )
+
+
+def average_tokens(totals: UsageTotals) -> float | None:
+    """(prompt + completion tokens of charged requests) / charged requests, one decimal,
+    halves rounded up (exact decimal arithmetic: 0.25 is 0.3, not float rounding's 0.2)."""
+    if totals.credits == 0:
+        return None
+    tokens = Decimal(totals.prompt_tokens + totals.completion_tokens)
+    return float((tokens / totals.credits).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
+def credits_report(
+    *,
+    user: User,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    key_id: str | None = None,
+    now: datetime | None = None,
+) -> CreditsReport:
+    """Everything `GET /api/user/credits` shows. `start`/`end`/`key_id` narrow the usage
+    series and the average only; the balance, tier, lots and total are account-wide."""
+    now = now or clock.now()
+    api_key_id = api_key_of_user(user=user, key_id=key_id).pk if key_id is not None else None
+    account = CreditAccount.objects.filter(pk=user.pk).first()
+    if account is None:  # a user made outside registration (createsuperuser): nothing yet
+        return CreditsReport(0, 0, 0, None, [])
+    balance = services.account_balance(account=account, now=now)
+    report = CreditsReport(
+        credits_remaining=balance.available,
+        credits_reserved=balance.reserved,
+        total_credits_consumed=account.consumed,
+        # The gateway's own (briefly cached) lookup: the dashboard names the tier that
+        # authorize applies, and the tiers cost no query on most calls.
+        tier=tier_for_balance(balance.balance),
+        lots=services.lots_spendable(account=account, now=now),
+    )
+    if start is None and end is None:
+        day_window, hour_window = default_windows(now)
+    else:
+        day_window = hour_window = Window(start, end)
+    report.usage_by_day = usage_daily(
+        account_id=account.pk, window=day_window, api_key_id=api_key_id
+    )
+    report.usage_by_hour = usage_hourly(
+        account_id=account.pk, window=hour_window, api_key_id=api_key_id
+    )
+    # The average covers the days' window (the filtered one, or the default 30 days).
+    total = UsageTotals()
+    for _, totals in report.usage_by_day:
+        total.add(totals)
+    report.average_tokens_per_request = average_tokens(total)
+    return report
+
+
+def ledger_entries(
+    *, user: User, kind: str | None = None, before_id: int | None = None, limit: int = 50
+) -> list[LedgerEntry]:
+    """The user's ledger entries, newest first: at most `limit`, older than `before_id`."""
+    entries = LedgerEntry.objects.filter(account_id=user.pk)
+    if kind is not None:
+        entries = entries.filter(kind=kind)
+    if before_id is not None:
+        entries = entries.filter(id__lt=before_id)
+    return list(
+        entries.select_related("lot")
+        .only(
+            "id",
+            "kind",
+            "amount",
+            "balance_after",
+            "reference",
+            "reason",
+            "created_at",
+            "lot__source",
+        )
+        .order_by("-id")[:limit]
+    )

@@ -1,0 +1,189 @@
+"""The usage API (`GET /api/user/credits`, `GET /api/user/ledger`) and the `/my-credits` page.
+
+Views only parse input, call one selector and serialize its result.
+"""
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from knox.auth import TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.authentication import ApiKeyAuthentication
+from config.errors import ApplicationError, error_responses
+from config.fields import rfc3339
+from credits import clock
+from credits.models import EntryKind
+
+from . import selectors
+from .serializers import (
+    CreditsOutputSerializer,
+    LedgerEntrySerializer,
+    LedgerPageSerializer,
+    credits_body,
+    parse_bound,
+)
+
+LEDGER_PAGE_SIZE = 50
+LEDGER_MAX_PAGE_SIZE = 200
+
+
+class CreditsApi(APIView):
+    # The dashboard's token or session, and also the user's own API key: a key holder can check
+    # their balance with the credential they already have. Reading it costs no credit and no
+    # rate-limit quota (nothing here touches holds or the limiter).
+    authentication_classes = [TokenAuthentication, ApiKeyAuthentication, SessionAuthentication]
+
+    @extend_schema(
+        operation_id="user_credits",
+        parameters=[
+            OpenApiParameter(
+                "from",
+                OpenApiTypes.STR,
+                description="Start (inclusive) of the usage window: ISO date or datetime, UTC.",
+            ),
+            OpenApiParameter(
+                "to",
+                OpenApiTypes.STR,
+                description="End (exclusive) of the usage window: ISO date or datetime, UTC.",
+            ),
+            OpenApiParameter("key", OpenApiTypes.UUID, description="Only this API key's usage."),
+        ],
+        responses={
+            200: CreditsOutputSerializer,
+            **error_responses(
+                400,
+                401,
+                404,
+                s400="invalid_request: a malformed from/to, or from not before to",
+                s404="key_not_found: no API key of this user has that id",
+            ),
+        },
+        tags=["credits"],
+        summary="Balance, lots, tier and usage by day and hour (X-Credits-Remaining too).",
+        description=(
+            "Without parameters usage_by_day covers the last 30 UTC days including today and "
+            "usage_by_hour the last 48 hours. With from and/or to, both series and the average "
+            "cover [from, to) (a missing bound is open), at hour resolution: an hour counts "
+            "when it overlaps the window. Also accepts `Authorization: Bearer KEY` or "
+            "`X-API-Key: KEY` with the user's own API key."
+        ),
+    )
+    def get(self, request: Request) -> Response:
+        params = request.query_params
+        start = parse_bound(params["from"], name="from") if params.get("from") else None
+        end = parse_bound(params["to"], name="to") if params.get("to") else None
+        if start is not None and end is not None and start >= end:
+            raise ApplicationError("from must be before to.", field="to")
+        key_id = params.get("key") or None
+        report = selectors.credits_report(
+            user=request.user,  # type: ignore[arg-type]
+            start=start,
+            end=end,
+            key_id=key_id,
+        )
+        response = Response(credits_body(report))
+        response["X-Credits-Remaining"] = str(report.credits_remaining)
+        return response
+
+
+def _encode_cursor(entry_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": entry_id}).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        before = json.loads(base64.urlsafe_b64decode(padded.encode()))["before"]
+        if not isinstance(before, int) or isinstance(before, bool) or before < 1:
+            raise ValueError(before)
+    except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError) as exc:
+        raise ApplicationError(
+            "cursor is not one this API gave out; use the `next` URL as it is.", field="cursor"
+        ) from exc
+    return before
+
+
+def _page_size(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return LEDGER_PAGE_SIZE
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= LEDGER_MAX_PAGE_SIZE:
+        raise ApplicationError(
+            f"limit must be an integer from 1 to {LEDGER_MAX_PAGE_SIZE}.", field="limit"
+        )
+    return size
+
+
+class LedgerApi(APIView):
+    @extend_schema(
+        operation_id="user_ledger",
+        parameters=[
+            OpenApiParameter(
+                "kind", OpenApiTypes.STR, enum=list(EntryKind.values), description="Only this kind."
+            ),
+            OpenApiParameter(
+                "cursor", OpenApiTypes.STR, description="From a previous page's `next` URL."
+            ),
+            OpenApiParameter(
+                "limit",
+                OpenApiTypes.INT,
+                description=f"Entries per page, 1 to {LEDGER_MAX_PAGE_SIZE} (default "
+                f"{LEDGER_PAGE_SIZE}).",
+            ),
+        ],
+        responses={
+            200: LedgerPageSerializer,
+            **error_responses(400, 401, s400="invalid_request: unknown kind, bad cursor or limit"),
+        },
+        tags=["credits"],
+        summary="The user's ledger entries, newest first, a page at a time.",
+    )
+    def get(self, request: Request) -> Response:
+        params = request.query_params
+        kind = params.get("kind") or None
+        if kind is not None and kind not in EntryKind.values:
+            raise ApplicationError(
+                f"kind must be one of {', '.join(EntryKind.values)}; got {kind!r}.", field="kind"
+            )
+        cursor = params.get("cursor") or None
+        before_id = _decode_cursor(cursor) if cursor is not None else None
+        limit = _page_size(params.get("limit"))
+        # One more than a page tells whether there is a next page without a COUNT.
+        entries = selectors.ledger_entries(
+            user=request.user,  # type: ignore[arg-type]
+            kind=kind,
+            before_id=before_id,
+            limit=limit + 1,
+        )
+        next_url = None
+        if len(entries) > limit:
+            entries = entries[:limit]
+            query = params.copy()
+            query["cursor"] = _encode_cursor(entries[-1].pk)
+            next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+        return Response(
+            {"results": LedgerEntrySerializer(entries, many=True).data, "next": next_url}
+        )
+
+
+@require_GET
+def my_credits_page(request: HttpRequest) -> HttpResponse:
+    """The user's credits page: balance, lots, usage charts. No build step: one template with
+    inline SVG drawn by a little inline script from `/api/user/credits` (session cookie).
+    Anonymous visitors get a login form on the same page, posting to `/api/auth/login`."""
+    context: dict[str, Any] = {"user": request.user, "now": rfc3339(clock.now())}
+    return render(request, "credits/my_credits.html", context)
