@@ -16,8 +16,8 @@ from .ledger import (
     LotSource,
     Tier,
 )
-from .usage import UsageOutcome, UsageRecord  # noqa: F401
 from .payments import Package, Purchase, StripeEvent  # noqa: F401
+from .usage import UsageOutcome, UsageRecord  # noqa: F401
 from .usage_buckets import UsageBucket  # noqa: F401
 
 __all__ = [
