@@ -114,7 +114,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
         return False  # usage history names keys: revoke instead
 
-    @admin.action(description="Revoke selected API keys")
+    @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"Revoked {count} API key(s).", messages.SUCCESS)
@@ -135,7 +135,7 @@ class ServiceTokenAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: ServiceToken | None = None) -> bool:
         return False
 
-    @admin.action(description="Revoke selected service tokens")
+    @admin.action(description="Revoke selected service tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ServiceToken]) -> None:
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         # This process forgets at once; other workers within service_tokens.CACHE_SECONDS.

@@ -1,3 +1,451 @@
-"""Admin registrations of the credits app, one module per concern."""
+"""Admin registrations of the credits app, one module per concern.
 
+- the user page (accounts' `UserAdmin`, extended here because accounts may not import credits):
+  balance, reserved and available credits, live lots, recent ledger entries, API keys inline,
+  and the "Adjust credits" form for staff holding `credits.adjust_credits`;
+- ledger entries: read-only for everyone, superusers included (the table is append-only);
+- rate-limit tiers and the credit settings, validated by the model's constraints and `clean()`;
+- the index page's figures of the day (`templates/admin/credits/index.html`);
+- packages, purchases and Stripe events: `credits/payments/admin.py`.
+
+Every credit movement made here goes through `credits.services`; nothing writes ledger rows.
+"""
+
+from typing import Any
+from uuid import UUID
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator
+
+from accounts.admin import UserAdmin
+from accounts.models import ApiKey, User
+
+from . import services
+from .admin_forms import AdjustCreditsForm, TierForm
+from .errors import IdempotencyConflict, InsufficientCredits
+from .gateway.ratelimit import tiers_cache_clear
+from .models import CreditAccount, CreditSettings, LedgerEntry, Tier
 from .payments import admin as payments_admin  # noqa: F401
+
+ADJUST_PERMISSION = "credits.adjust_credits"
+RECENT_ENTRIES = 20
+
+# The index page shows today's credits sold, consumed and expired (see credits_admin tags).
+admin.site.index_template = "admin/credits/index.html"
+admin.site.site_header = "Kimi billing administration"
+admin.site.site_title = "Kimi billing admin"
+
+
+def _when(moment: Any) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment is not None else "never"
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple[Any, ...]], empty: str) -> SafeString:
+    if not rows:
+        return format_html("<p>{}</p>", empty)
+    head = format_html_join("", "<th>{}</th>", ((h,) for h in headers))
+    body = format_html_join(
+        "",
+        "<tr>{}</tr>",
+        ((format_html_join("", "<td>{}</td>", ((cell,) for cell in row)),) for row in rows),
+    )
+    return format_html(
+        '<table class="credits-table"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>',
+        head,
+        body,
+    )
+
+
+class ApiKeyInline(admin.TabularInline):
+    """The user's keys, read-only (revoking is an action on the key's own page)."""
+
+    model = ApiKey
+    fields = ("name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
+    readonly_fields = fields
+    ordering = ("-created_at",)
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    verbose_name_plural = "API keys (open one to revoke it)"
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+class CreditsUserAdmin(UserAdmin):
+    """accounts' user page plus what the ledger knows about the user. The money is read-only
+    here; it changes only through the adjust form (its own view, its own permission)."""
+
+    change_form_template = "admin/credits/user/change_form.html"
+    inlines = (ApiKeyInline,)
+    list_display = (*UserAdmin.list_display, "balance")  # type: ignore[assignment]
+    list_select_related = ("credit_account",)
+    credits_fields = ("credits_summary", "live_lots", "recent_entries")
+    readonly_fields = (*UserAdmin.readonly_fields, *credits_fields)  # type: ignore[assignment]
+    # Money right after who the user is: it is what staff open the page for.
+    fieldsets = (  # type: ignore[assignment]
+        UserAdmin.fieldsets[0],
+        ("Credits", {"fields": credits_fields}),
+        *UserAdmin.fieldsets[1:],
+    )
+
+    def get_inlines(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.inlines if obj is not None else ()  # a new user has no keys to show
+
+    # --- read-only credit panels -----------------------------------------------------------
+
+    def _account(self, obj: User) -> CreditAccount | None:
+        # Django caches the related row on `obj`, so the panels read it once. None: a user
+        # without an account (staff created with createsuperuser, say).
+        account: CreditAccount | None = getattr(obj, "credit_account", None)
+        return account
+
+    @admin.display(description="balance", ordering="credit_account__balance")
+    def balance(self, obj: User) -> int | None:
+        # The cached balance (exact until the account's next expiry is swept); the user page
+        # shows the exact figures.
+        account = self._account(obj)
+        return account.balance if account is not None else None
+
+    @admin.display(description="balance")
+    def credits_summary(self, obj: User) -> SafeString:
+        account = self._account(obj)
+        if account is None:
+            return format_html("<p>{}</p>", "No credit account.")
+        figures = services.account_balance(account=account)
+        frozen = (
+            format_html(
+                '<p class="errornote">Frozen since {}: {}</p>',
+                _when(account.frozen_at),
+                account.frozen_reason,
+            )
+            if account.frozen_at
+            else ""
+        )
+        return format_html(
+            "{}"
+            '<table class="credits-table credits-summary"><tbody>'
+            '<tr><th>Balance</th><td id="credits-balance">{}</td></tr>'
+            '<tr><th>Reserved</th><td id="credits-reserved">{}</td></tr>'
+            '<tr><th>Available</th><td id="credits-available">{}</td></tr>'
+            '<tr><th>Consumed (all time)</th><td id="credits-consumed">{}</td></tr>'
+            "</tbody></table>",
+            frozen,
+            figures.balance,
+            figures.reserved,
+            figures.available,
+            account.consumed,
+        )
+
+    @admin.display(description="live lots")
+    def live_lots(self, obj: User) -> SafeString:
+        account = self._account(obj)
+        if account is None:
+            return SafeString("")
+        rows = [
+            (
+                lot.source,
+                lot.package or "\u2013",
+                lot.granted,
+                lot.remaining,
+                lot.reserved,
+                _when(lot.expires_at),
+                _when(lot.created_at),
+            )
+            for lot in services.lots_spendable(account=account)
+        ]
+        return _table(
+            ("source", "package", "granted", "remaining", "reserved", "expires", "granted at"),
+            rows,
+            "No credit left.",
+        )
+
+    @admin.display(description="recent ledger entries")
+    def recent_entries(self, obj: User) -> SafeString:
+        account = self._account(obj)
+        if account is None:
+            return SafeString("")
+        entries = (
+            LedgerEntry.objects.filter(account=account)
+            .select_related("lot", "created_by")
+            .order_by("-id")[:RECENT_ENTRIES]
+        )
+        rows = [
+            (
+                _when(entry.created_at),
+                entry.kind,
+                f"{entry.amount:+d}",
+                entry.balance_after,
+                entry.lot.source,
+                entry.reference,
+                entry.reason,
+                entry.created_by.email if entry.created_by else "",
+            )
+            for entry in entries
+        ]
+        link = format_html(
+            '<p><a href="{}?account={}">All entries of this user</a></p>',
+            reverse("admin:credits_ledgerentry_changelist"),
+            obj.pk,
+        )
+        table = _table(
+            ("at", "kind", "amount", "balance after", "source", "reference", "reason", "by"),
+            rows,
+            "No entries yet.",
+        )
+        return format_html('<div id="recent-entries">{}</div>{}', table, link)
+
+    # --- the adjust form -------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        info = (self.opts.app_label, self.opts.model_name)
+        custom = [
+            path(
+                "<uuid:user_id>/adjust-credits/",
+                self.admin_site.admin_view(self.adjust_credits_view),
+                name="{}_{}_adjust_credits".format(*info),
+            )
+        ]
+        return custom + super().get_urls()  # before the catch-all "<path:object_id>/"
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        extra_context = dict(extra_context or {})
+        try:
+            user_id = UUID(object_id)
+        except ValueError:
+            user_id = None  # the admin itself answers that no such user exists
+        if (
+            user_id is not None
+            and request.user.has_perm(ADJUST_PERMISSION)
+            and CreditAccount.objects.filter(pk=user_id).exists()  # staff may have none
+        ):
+            extra_context["adjust_credits_url"] = reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_adjust_credits",
+                args=[user_id],
+            )
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def adjust_credits_view(self, request: HttpRequest, user_id: UUID) -> HttpResponse:
+        if not request.user.has_perm(ADJUST_PERMISSION):
+            raise PermissionDenied
+        user = get_object_or_404(User, pk=user_id)
+        account = get_object_or_404(CreditAccount, pk=user.pk)
+        form = AdjustCreditsForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            amount: int = form.cleaned_data["amount"]
+            try:
+                services.credits_adjust(
+                    user_id=user.pk,
+                    amount=amount,
+                    reason=form.cleaned_data["reason"],
+                    idempotency_key=form.idempotency_key,
+                    created_by=request.user,  # type: ignore[arg-type]
+                    expires_at=form.cleaned_data["expires_at"],
+                )
+            except InsufficientCredits as exc:
+                form.add_error("amount", exc.message)
+            except IdempotencyConflict:
+                form.add_error(
+                    None,
+                    "This form was already used for a different adjustment. "
+                    "Nothing was written: open the form again for a new one.",
+                )
+            else:
+                self.log_change(
+                    request, user, f"Adjusted credits by {amount:+d}: {form.cleaned_data['reason']}"
+                )
+                self.message_user(
+                    request,
+                    f"Adjusted the credits of {user.email} by {amount:+d}.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(
+                    reverse(
+                        f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+                        args=[user.pk],
+                    )
+                )
+        figures = services.account_balance(account=account)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Adjust the credits of {user.email}",
+            "opts": self.opts,
+            "original": user,
+            "form": form,
+            "media": self.media + form.media,
+            "balance": figures,
+            "change_url": reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[user.pk]
+            ),
+        }
+        return TemplateResponse(request, "admin/credits/user/adjust_credits.html", context)
+
+
+admin.site.unregister(User)
+admin.site.register(User, CreditsUserAdmin)
+
+
+# --- the ledger ------------------------------------------------------------------------------
+
+
+class UserEmailFilter(admin.SimpleListFilter):
+    """Filter by the user's exact email (a list of every user would not fit in the sidebar)."""
+
+    title = "user"
+    parameter_name = "user"
+    template = "admin/credits/email_filter.html"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return []
+
+    def has_output(self) -> bool:
+        return True
+
+    def choices(self, changelist: Any) -> Any:
+        keep = [
+            (name, value)
+            for name, value in changelist.params.items()
+            if name not in (self.parameter_name, "p")
+        ]
+        yield {"value": self.value() or "", "keep": keep}
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = (self.value() or "").strip()
+        if not value:
+            return queryset
+        return queryset.filter(account__user__email=value.lower())
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(admin.ModelAdmin):
+    """Append-only, so read-only for everyone: a mistake is corrected by a new adjustment."""
+
+    list_display = (
+        "created_at",
+        "user_email",
+        "kind",
+        "signed_amount",
+        "balance_after",
+        "lot_source",
+        "reference",
+        "short_reason",
+        "created_by",
+    )
+    list_filter = ("kind", "lot__source", "created_at", UserEmailFilter)
+    list_select_related = ("account__user", "lot", "created_by")
+    search_fields = ("reference", "=idempotency_key")
+    search_help_text = "Search by reference, or by an exact idempotency key."
+    ordering = ("-id",)
+    show_full_result_count = False  # one COUNT(*) of the whole ledger less per page
+    actions = None
+    fields = (
+        "id",
+        "account",
+        "lot",
+        "kind",
+        "amount",
+        "balance_after",
+        "idempotency_key",
+        "reference",
+        "reason",
+        "created_by",
+        "created_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="user", ordering="account__user__email")
+    def user_email(self, obj: LedgerEntry) -> str:
+        return obj.account.user.email
+
+    @admin.display(description="amount", ordering="amount")
+    def signed_amount(self, obj: LedgerEntry) -> str:
+        return f"{obj.amount:+d}"
+
+    @admin.display(description="reason")
+    def short_reason(self, obj: LedgerEntry) -> str:
+        return Truncator(obj.reason).chars(60)
+
+    @admin.display(description="lot source", ordering="lot__source")
+    def lot_source(self, obj: LedgerEntry) -> str:
+        return obj.lot.source
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: LedgerEntry | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: LedgerEntry | None = None) -> bool:
+        return False
+
+
+# --- data staff edit -------------------------------------------------------------------------
+
+
+@admin.register(Tier)
+class TierAdmin(admin.ModelAdmin):
+    form = TierForm
+    list_display = (
+        "name",
+        "min_balance",
+        "max_balance",
+        "requests_per_minute",
+        "requests_per_hour",
+        "requests_per_day",
+    )
+    ordering = ("min_balance",)
+
+    def save_model(self, request: HttpRequest, obj: Tier, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        # This process forgets at once; other workers within ratelimit.TIER_CACHE_SECONDS.
+        tiers_cache_clear()
+
+    def delete_model(self, request: HttpRequest, obj: Tier) -> None:
+        super().delete_model(request, obj)
+        tiers_cache_clear()
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Tier]) -> None:
+        super().delete_queryset(request, queryset)
+        tiers_cache_clear()
+
+
+@admin.register(CreditSettings)
+class CreditSettingsAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "signup_credits")
+    fields = ("signup_credits",)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # One row (seeded by migration 0002): go straight to it.
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        settings_row = CreditSettings.load()
+        return HttpResponseRedirect(
+            reverse("admin:credits_creditsettings_change", args=[settings_row.pk])
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: CreditSettings | None = None
+    ) -> bool:
+        return False

@@ -58,6 +58,8 @@ class Tier(models.Model):
         return self.name
 
     def clean(self) -> None:
+        if self.min_balance is None:
+            return  # the field's own error says so; a None here would break the query below
         top = self.max_balance
         overlapping = Tier.objects.exclude(pk=self.pk).filter(
             Q(max_balance__isnull=True) | Q(max_balance__gte=self.min_balance)
@@ -194,6 +196,8 @@ class LedgerEntry(models.Model):
 
     class Meta:
         verbose_name_plural = "ledger entries"
+        # Checked by the admin's credit adjustment form (credits/admin.py).
+        permissions = [("adjust_credits", "Can adjust an account's credits")]
         constraints = [
             models.CheckConstraint(condition=~Q(amount=0), name="entry_amount_not_zero"),
             models.CheckConstraint(
@@ -211,7 +215,11 @@ class LedgerEntry(models.Model):
                 name="entry_amount_sign_matches_kind",
             ),
         ]
-        indexes = [models.Index(fields=["account", "-id"], name="entry_account_newest")]
+        indexes = [
+            models.Index(fields=["account", "-id"], name="entry_account_newest"),
+            # The admin dashboard sums today's entries by kind.
+            models.Index(fields=["kind", "created_at"], name="entry_kind_created"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount:+d} ({self.idempotency_key})"

@@ -5,6 +5,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from credits import services as ledger
+from credits.admin_forms import PackageForm
 from credits.models.payments import Package, Purchase, StripeEvent, StripeEventStatus
 
 # tasks: imported so that every process loading the admin (Celery workers too, through
@@ -26,7 +27,8 @@ class PackageAdmin(admin.ModelAdmin):
     )
     list_filter = ("active", "enterprise")
     search_fields = ("slug", "name")
-    filter_horizontal = ("customers",)
+    form = PackageForm  # Enterprise packages name their customers; currency lower-cased
+    autocomplete_fields = ("customers",)  # searched by email: a full list of users won't fit
     prepopulated_fields = {"slug": ("name",)}
 
 
@@ -102,7 +104,10 @@ class PurchaseAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Purchase | None = None) -> bool:
         return False
 
-    @admin.action(description="Unfreeze the buyers' accounts (after reviewing the dispute)")
+    @admin.action(
+        description="Unfreeze the buyers' accounts (after reviewing the dispute)",
+        permissions=["change"],
+    )
     def unfreeze_buyers(self, request: HttpRequest, queryset: QuerySet[Purchase]) -> None:
         user_ids = set(queryset.values_list("user_id", flat=True))
         for user_id in user_ids:
@@ -137,7 +142,7 @@ class StripeEventAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: StripeEvent | None = None) -> bool:
         return False
 
-    @admin.action(description="Reprocess failed (or unprocessed) events")
+    @admin.action(description="Reprocess failed (or unprocessed) events", permissions=["change"])
     def reprocess(self, request: HttpRequest, queryset: QuerySet[StripeEvent]) -> None:
         event_ids = list(
             queryset.filter(
