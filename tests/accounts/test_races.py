@@ -1,17 +1,17 @@
 """Real races on real PostgreSQL: threads released together by a barrier."""
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.test import override_settings
 
 from accounts.models import ApiKey, User
 from accounts.services import api_key_create, user_register
 from config.errors import ApplicationError
 from credits.models import CreditAccount
+from tests.concurrency import run_together
 from tests.factories import UserFactory
 
 pytestmark = [
@@ -23,24 +23,7 @@ THREADS = 20  # each holds a connection: well under CI's 100
 
 
 def _race(work: Callable[[int], Any]) -> list[Any]:
-    barrier = threading.Barrier(THREADS)
-    results: list[Any] = [None] * THREADS
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait()
-            results[index] = work(index)
-        except Exception as exc:
-            results[index] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
+    return list(run_together(THREADS, work))
 
 
 def test_concurrent_registrations_of_one_address_create_one_user_and_refuse_the_rest() -> None:

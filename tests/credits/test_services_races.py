@@ -1,50 +1,23 @@
 """Real races on real PostgreSQL: threads released together by a barrier, each with its own
 database connection (closed at the thread's end), on committed data (transaction=True)."""
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TypeVar
 from uuid import uuid4
 
 import pytest
-from django.db import connection
 
 from credits import clock, services
 from credits.errors import HoldAlreadySettled, IdempotencyConflict, InsufficientCredits
 from credits.models import CreditAccount, EntryKind, Hold, HoldStatus, LedgerEntry, Lot, LotSource
+from tests.concurrency import run_together
 from tests.credits.conftest import assert_every_lot_explained, assert_ledger_consistent, funded_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-T = TypeVar("T")
 THREADS = 40  # plus the test's own connection: well under the 50 each test may use
-
-
-def run_together(threads: int, work: Callable[[int], T]) -> list[T | BaseException]:
-    """Run work(0..threads-1) in as many threads, all released at once; return each result or
-    the exception it raised."""
-    barrier = threading.Barrier(threads)
-    results: list[T | BaseException] = [RuntimeError("did not run")] * threads
-
-    def runner(i: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[i] = work(i)
-        except BaseException as exc:
-            results[i] = exc
-        finally:
-            connection.close()
-
-    pool = [threading.Thread(target=runner, args=(i,)) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in pool), "a thread is stuck"
-    return results
 
 
 def outcome(call: Callable[..., object], **kwargs: object) -> str:

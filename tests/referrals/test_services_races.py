@@ -1,14 +1,11 @@
 """Real races on real PostgreSQL: threads released together by a barrier, each with its own
 database connection (closed at the thread's end), on committed data (transaction=True)."""
 
-import threading
 from collections import Counter
-from collections.abc import Callable
 from datetime import datetime, time
-from typing import TypeVar
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 
 from accounts.models import User
 from credits import clock
@@ -18,6 +15,7 @@ from credits.models.payments import Purchase
 from credits.reconciliation import reconcile
 from credits.signals import purchase_paid
 from referrals.models import PaymentReward, Referral, RegistrationReward
+from tests.concurrency import run_together
 from tests.factories import registered_user
 from tests.referrals.conftest import (
     balance,
@@ -31,32 +29,7 @@ from tests.referrals.conftest import (
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-T = TypeVar("T")
 THREADS = 30  # plus the test's own connection: well under the 50 each test may use
-
-
-def run_together(threads: int, work: Callable[[int], T]) -> list[T | BaseException]:
-    """Run work(0..threads-1) in as many threads, all released at once; return each result or
-    the exception it raised."""
-    barrier = threading.Barrier(threads)
-    results: list[T | BaseException] = [RuntimeError("did not run")] * threads
-
-    def runner(i: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[i] = work(i)
-        except BaseException as exc:
-            results[i] = exc
-        finally:
-            connection.close()
-
-    pool = [threading.Thread(target=runner, args=(i,)) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in pool), "a thread is stuck"
-    return results
 
 
 def test_concurrent_first_payments_of_one_invitee_grant_one_reward() -> None:
