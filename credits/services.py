@@ -499,10 +499,20 @@ def _charge_available(account: CreditAccount, hold: Hold, now: datetime) -> int:
     )
     if lot is None:
         return 0
+    _charge(account, lot, hold, now, held=False)
+    return hold.amount
+
+
+def _charge(account: CreditAccount, lot: Lot, hold: Hold, now: datetime, *, held: bool) -> None:
+    """Charge a hold's amount from `lot` with its one `charge` entry; `held` when the credit was
+    still reserved on that lot (a live hold), so the reservation ends with it."""
     lot.remaining -= hold.amount
-    lot.save(update_fields=["remaining"])
     account.balance -= hold.amount
     account.consumed += hold.amount
+    if held:
+        lot.reserved -= hold.amount
+        account.reserved -= hold.amount
+    lot.save(update_fields=["remaining", "reserved"])
     _write_entry(
         account,
         lot,
@@ -512,7 +522,6 @@ def _charge_available(account: CreditAccount, hold: Hold, now: datetime) -> int:
         now=now,
         reference=f"request:{hold.request_id}",
     )
-    return hold.amount
 
 
 def hold_commit(*, request_id: str) -> SettleResult:
@@ -547,21 +556,7 @@ def _settle(request_id: str, *, commit: bool) -> SettleResult:
         if hold.status == HoldStatus.LIVE and hold.expires_at > now:
             if commit:
                 lot = Lot.objects.select_for_update().get(pk=hold.lot_id)
-                lot.remaining -= hold.amount
-                lot.reserved -= hold.amount
-                lot.save(update_fields=["remaining", "reserved"])
-                account.balance -= hold.amount
-                account.reserved -= hold.amount
-                account.consumed += hold.amount
-                _write_entry(
-                    account,
-                    lot,
-                    kind=EntryKind.CHARGE,
-                    amount=-hold.amount,
-                    key=f"charge:{hold.pk}",
-                    now=now,
-                    reference=f"request:{request_id}",
-                )
+                _charge(account, lot, hold, now, held=True)
                 hold.charged = hold.amount
                 hold.status = HoldStatus.COMMITTED
                 hold.settled_at = now
