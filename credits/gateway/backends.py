@@ -5,7 +5,8 @@
   SQLite (the embedded default) and the fallback of the other one.
 - `SqlBackend` (PostgreSQL) does each step in one round trip: one call of a PL/pgSQL function
   defined in migration 0003 (`gateway_authorize_check`, `gateway_hold_create`,
-  `gateway_settle`). Whenever the account has something due (a lot or a hold past its expiry),
+  `gateway_settle`, and `gateway_authorize`, the first two in one call when the caller could
+  run the limiter first). Whenever the account has something due (a lot or a hold past its expiry),
   the hold has expired, or a released credit's lot has expired, the function writes nothing and
   answers `due`/`fallback`, and the services do the work, so expiry logic lives in one place.
 
@@ -13,11 +14,13 @@ Both run the same behavioural tests (tests/gateway: the `backend` fixture switch
 """
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from django.db import connection, transaction
 
 from accounts.api_keys import api_key_resolve
@@ -59,6 +62,13 @@ class Check:
 class HoldOutcome:
     outcome: str
     available: int | None = None
+    decision: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Fast:
+    outcome: str  # OK, or the reason to decide afresh (seen, bad_key, due, retier, ...)
+    balance: int | None = None  # the live balance, when the account was read
     decision: dict[str, Any] | None = None
 
 
@@ -214,17 +224,34 @@ class ServicesBackend:
             return SettleOutcome(CONFLICT, status=status.first())
 
 
+def _call(sql: str, params: Sequence[Any]) -> Any:
+    """The one row of one SQL function call, in autocommit (or the caller's transaction).
+
+    Through a plain psycopg cursor on Django's connection (server-side binding) rather than
+    Django's cursor: measured at about 70 us of client CPU per call instead of 130 (Django's
+    default client-side binding composes the query text in Python, and its wrapper adds a
+    layer). Errors are still Django's (`wrap_database_errors`), so a lost database is a 503 as
+    before. Whenever someone installed `connection.execute_wrapper` (instrumentation, query
+    counting), Django's cursor is used so that nothing escapes it."""
+    if connection.execute_wrappers:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as raw:
+        raw.execute(sql, params)
+        return raw.fetchone()
+
+
 class SqlBackend(ServicesBackend):
     """One PL/pgSQL call per step, in autocommit; the services when something is due."""
 
     name = "sql"
 
     def check(self, *, request_id: str, raw_key: str, digest: str | None, now: datetime) -> Check:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT * FROM gateway_authorize_check(%s, %s, %s)", [request_id, digest, now]
-            )
-            outcome, key_id, user_id, balance, available, decision = cursor.fetchone()
+        outcome, key_id, user_id, balance, available, decision = _call(
+            "SELECT * FROM gateway_authorize_check(%s, %s, %s)", [request_id, digest, now]
+        )
         if outcome == "due":
             return super().check(request_id=request_id, raw_key=raw_key, digest=digest, now=now)
         return Check(
@@ -247,12 +274,10 @@ class SqlBackend(ServicesBackend):
         now: datetime,
         expires_at: datetime,
     ) -> HoldOutcome:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT * FROM gateway_hold_create(%s, %s, %s, %s, %s::jsonb, %s, %s)",
-                [request_id, key_id, user_id, hold_id, json.dumps(decision), now, expires_at],
-            )
-            outcome, available, stored = cursor.fetchone()
+        outcome, available, stored = _call(
+            "SELECT * FROM gateway_hold_create(%s, %s, %s, %s, %s::jsonb, %s, %s)",
+            [request_id, key_id, user_id, hold_id, json.dumps(decision), now, expires_at],
+        )
         if outcome == "due":
             return super().hold(
                 request_id=request_id,
@@ -265,24 +290,54 @@ class SqlBackend(ServicesBackend):
             )
         return HoldOutcome(outcome, available, _json(stored))
 
+    def authorize(
+        self,
+        *,
+        request_id: str,
+        digest: str,
+        key_id: str,
+        tier_min: int,
+        tier_max: int | None,
+        hold_id: str,
+        decision: dict[str, Any],
+        now: datetime,
+        expires_at: datetime,
+    ) -> Fast:
+        """`check` and `hold` in one round trip (`gateway_authorize`), for a request the limiter
+        already counted under a guessed tier. Only `OK` is final; any other outcome wrote
+        nothing and the caller decides afresh with `check` and `hold`."""
+        outcome, balance, _, stored = _call(
+            "SELECT * FROM gateway_authorize(%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)",
+            [
+                request_id,
+                digest,
+                key_id,
+                tier_min,
+                tier_max,
+                hold_id,
+                json.dumps(decision),
+                now,
+                expires_at,
+            ],
+        )
+        return Fast(outcome, balance, _json(stored))
+
     def settle(
         self, *, request_id: str, commit: bool, usage: Usage, now: datetime
     ) -> SettleOutcome:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT * FROM gateway_settle(%s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    request_id,
-                    commit,
-                    usage.model,
-                    usage.prompt_tokens,
-                    usage.completion_tokens,
-                    usage.reason,
-                    usage.http_status,
-                    now,
-                ],
-            )
-            outcome, charged, available, status = cursor.fetchone()
+        outcome, charged, available, status = _call(
+            "SELECT * FROM gateway_settle(%s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                request_id,
+                commit,
+                usage.model,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.reason,
+                usage.http_status,
+                now,
+            ],
+        )
         if outcome == "fallback":
             return super().settle(request_id=request_id, commit=commit, usage=usage, now=now)
         return SettleOutcome(outcome, charged or 0, available or 0, status)

@@ -6,11 +6,13 @@ function. The rest of the API stays DRF.
 
 Authorize, in the contract's order: a request id allowed before replays its stored decision
 (another key: 409); the key (401); the account frozen (403); an available credit (403); the
-three rate-limit windows of the key's tier (429); then the hold. The database is asked twice on
-PostgreSQL: once to read (key, account) before the limiter, once to create the hold after it.
-The limiter must run between the two because the tier depends on the balance and because a
-request refused for credit must not consume quota; if the hold is refused after the limiter
-counted the request (credits taken by a concurrent request meanwhile), the count is taken back.
+three rate-limit windows of the key's tier (429); then the hold. On PostgreSQL, a key this
+process has seen before is authorized in one database call after the limiter (see
+`_authorize_in_one`); otherwise, and for every answer but "allowed", the database is asked twice:
+once to read (key, account) before the limiter, once to create the hold after it. The limiter
+must run between the two because the tier depends on the balance and because a request refused
+for credit must not consume quota; if the hold is refused after the limiter counted the request
+(credits taken by a concurrent request meanwhile), the count is taken back.
 """
 
 import json
@@ -141,13 +143,103 @@ def authorize(request: HttpRequest) -> HttpResponse:
     return _authorize(request_id=request_id, raw_key=raw_key or "", fmt=fmt, now=clock.now())
 
 
+# The one-round-trip path (PostgreSQL). The two-step path below asks the database twice because
+# the limiter must run between the key/credit checks and the hold: the tier depends on the
+# balance, and a request refused for key, frozen account or credit must not consume quota. Here
+# the limiter runs first, on what this process saw of the key last time: its id (never changes
+# for a digest) and its account's balance (the tier's guess). Then one SQL function checks key,
+# frozen and credit under the account lock, checks the live balance is in the guessed tier, and
+# creates the hold. Only "allowed" is final on this path; anything else (a replay, a 401/403,
+# something due, another tier, a 429) takes the count back and is decided afresh the two-step
+# way, so every denial keeps the contract's order and its exact answer.
+#
+# The trade-off: a request that ends denied is counted in its key's windows for the time of one
+# database call before being taken back. A concurrent request of the same key that finds its
+# window exactly full in that instant is refused with a 429 it would not otherwise have had;
+# it needs a key at its limit plus a denial of the same key in the same millisecond, and the
+# denial is final for the other request anyway. Counts never stay wrong. In exchange, an allowed
+# authorization, nearly all of them, costs one database round trip instead of two.
+_seen: dict[str, tuple[str, str, int]] = {}  # digest -> (key id, user id, balance last seen)
+_SEEN_MAX = 100_000
+
+
+def seen_cache_clear() -> None:
+    _seen.clear()
+
+
+def _remember(digest: str | None, check: backends.Check) -> None:
+    if digest is None or check.key_id is None or check.user_id is None:
+        return
+    if len(_seen) >= _SEEN_MAX:
+        _seen.clear()
+    _seen[digest] = (check.key_id, check.user_id, check.balance)
+
+
+def _authorize_in_one(
+    backend: backends.SqlBackend, *, request_id: str, digest: str, fmt: str, now: datetime
+) -> HttpResponse | None:
+    seen = _seen.get(digest)
+    if seen is None:
+        return None
+    key_id, user_id, balance = seen
+    tier = tier_for_balance(balance)
+    if tier is None:
+        return None
+    limit = limiter_hit(key_id=key_id, tier=tier, now=now)
+    if not limit.allowed:
+        return None  # counted nothing; the 429 comes after the key and credit checks
+    hold_id = str(uuid.uuid4())
+    expires_at = now + timedelta(seconds=settings.HOLD_TTL_SECONDS)
+    decision = decisions.allowed(
+        fmt,
+        hold_id=hold_id,
+        hold_expires_at=expires_at,
+        user_id=user_id,
+        key_id=key_id,
+        tier=tier,
+        limit=limit,
+        now=now,
+        available_after=0,  # filled in under the account lock
+    )
+    try:
+        fast = backend.authorize(
+            request_id=request_id,
+            digest=digest,
+            key_id=key_id,
+            tier_min=tier.min_balance,
+            tier_max=tier.max_balance,
+            hold_id=hold_id,
+            decision=decision,
+            now=now,
+            expires_at=expires_at,
+        )
+    except BaseException:
+        limiter_undo(limit)
+        raise
+    if fast.outcome == backends.OK and fast.decision is not None:
+        if fast.balance is not None and fast.balance != balance:
+            _seen[digest] = (key_id, user_id, fast.balance)
+        return _decision(fast.decision)
+    limiter_undo(limit)
+    if fast.outcome == backends.BAD_KEY:
+        _seen.pop(digest, None)
+    return None
+
+
 def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> HttpResponse:
     backend = backends.get_backend()
     # A malformed key never reaches the key table; the request id is still looked up, since a
     # request id held with another key is a 409 whatever the key is.
     digest = secrets.digest(raw_key) if api_key_is_well_formed(raw_key) else None
+    if digest is not None and isinstance(backend, backends.SqlBackend):
+        answer = _authorize_in_one(backend, request_id=request_id, digest=digest, fmt=fmt, now=now)
+        if answer is not None:
+            return answer
     for _ in range(3):
         check = backend.check(request_id=request_id, raw_key=raw_key, digest=digest, now=now)
+        _remember(digest, check)
+        if check.outcome == backends.BAD_KEY:
+            _seen.pop(digest or "", None)
         if check.outcome == backends.REPLAY:
             return _replayed(check.decision)
         if check.outcome == backends.CONFLICT:

@@ -164,6 +164,99 @@ BEGIN
 END;
 $$;
 
+-- Authorize in one round trip, after the rate limiter counted the request (the caller knew the
+-- key id and guessed the tier from the balance it saw last): step 1 and step 2 above in one
+-- call, under the account lock. The contract's order holds because the caller only treats 'ok'
+-- as final: any other answer (replay, conflict, a bad key, frozen, no credit, something due, or
+-- a live balance outside the guessed tier's bounds, 'retier') writes nothing at all,
+-- and the caller takes its count back and decides afresh the two-step way.
+CREATE FUNCTION gateway_authorize(p_request_id text, p_digest text, p_key_id uuid,
+                                  p_tier_min integer, p_tier_max integer, p_hold_id uuid,
+                                  p_decision jsonb, p_now timestamptz,
+                                  p_expires_at timestamptz)
+RETURNS TABLE(outcome text, balance integer, available integer, decision jsonb)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    k record;
+    a record;
+    v_lot bigint;
+    v_available integer;
+    v_decision jsonb;
+BEGIN
+    -- A request id seen before (replay or conflict): the caller's two-step path answers it.
+    PERFORM 1 FROM credits_hold hd WHERE hd.request_id = p_request_id;
+    IF FOUND THEN
+        RETURN QUERY SELECT 'seen'::text, NULL::integer, NULL::integer, NULL::jsonb;
+        RETURN;
+    END IF;
+    SELECT kk.id, kk.user_id, kk.revoked_at, kk.expires_at, kk.last_used_at, u.is_active INTO k
+      FROM accounts_apikey kk JOIN accounts_user u ON u.id = kk.user_id
+     WHERE kk.digest = p_digest;
+    IF NOT FOUND OR k.id <> p_key_id OR k.revoked_at IS NOT NULL OR NOT k.is_active
+       OR (k.expires_at IS NOT NULL AND k.expires_at <= p_now) THEN
+        RETURN QUERY SELECT 'bad_key'::text, NULL::integer, NULL::integer, NULL::jsonb;
+        RETURN;
+    END IF;
+    SELECT ca.balance, ca.reserved, ca.frozen_at, ca.next_event_at INTO a
+      FROM credits_creditaccount ca WHERE ca.user_id = k.user_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'no_credit'::text, 0, 0, NULL::jsonb;
+        RETURN;
+    END IF;
+    v_available := a.balance - a.reserved;
+    IF a.next_event_at IS NOT NULL AND a.next_event_at <= p_now THEN
+        RETURN QUERY SELECT 'due'::text, a.balance, v_available, NULL::jsonb;
+        RETURN;
+    END IF;
+    IF a.frozen_at IS NOT NULL THEN
+        RETURN QUERY SELECT 'frozen'::text, a.balance, v_available, NULL::jsonb;
+        RETURN;
+    END IF;
+    IF v_available < 1 THEN
+        RETURN QUERY SELECT 'no_credit'::text, a.balance, v_available, NULL::jsonb;
+        RETURN;
+    END IF;
+    IF a.balance < p_tier_min OR (p_tier_max IS NOT NULL AND a.balance > p_tier_max) THEN
+        RETURN QUERY SELECT 'retier'::text, a.balance, v_available, NULL::jsonb;
+        RETURN;
+    END IF;
+    SELECT l.id INTO v_lot FROM credits_lot l
+     WHERE l.account_id = k.user_id AND l.remaining > l.reserved
+       AND (l.expires_at IS NULL OR l.expires_at > p_now)
+     ORDER BY l.expires_at ASC NULLS LAST, l.id
+     LIMIT 1 FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'no_credit'::text, a.balance, v_available, NULL::jsonb;
+        RETURN;
+    END IF;
+    v_available := v_available - 1;
+    v_decision := jsonb_set(
+        jsonb_set(p_decision, '{credits_remaining}', to_jsonb(v_available)),
+        '{headers,X-Credits-Remaining}', to_jsonb(v_available::text));
+    INSERT INTO credits_hold (id, account_id, lot_id, request_id, amount, status, charged,
+                              created_at, expires_at, settled_at, api_key_id, decision)
+    VALUES (p_hold_id, k.user_id, v_lot, p_request_id, 1, 'live', 0, p_now, p_expires_at,
+            NULL, k.id, v_decision)
+    ON CONFLICT (request_id) DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'seen'::text, NULL::integer, NULL::integer, NULL::jsonb;
+        RETURN;
+    END IF;
+    -- Same rule as accounts.api_keys.api_key_resolve: at most one write per key per minute.
+    IF k.last_used_at IS NULL OR k.last_used_at <= p_now - interval '60 seconds' THEN
+        UPDATE accounts_apikey SET last_used_at = p_now
+         WHERE id = k.id
+           AND (last_used_at IS NULL OR last_used_at <= p_now - interval '60 seconds');
+    END IF;
+    UPDATE credits_lot SET reserved = reserved + 1 WHERE id = v_lot;
+    UPDATE credits_creditaccount
+       SET reserved = reserved + 1, next_event_at = LEAST(next_event_at, p_expires_at)
+     WHERE user_id = k.user_id;
+    RETURN QUERY SELECT 'ok'::text, a.balance, v_available, v_decision;
+END;
+$$;
+
 -- Settle: services.hold_commit / hold_release plus the usage record, in one transaction.
 -- Anything but a live, unexpired hold on an unexpired lot of an account with nothing due is
 -- left to the services ('fallback'), before any write.
@@ -261,6 +354,8 @@ $$;
 """
 
 PG_REVERSE = """
+DROP FUNCTION IF EXISTS gateway_authorize(text, text, uuid, integer, integer, uuid, jsonb,
+                                          timestamptz, timestamptz);
 DROP FUNCTION IF EXISTS gateway_settle(text, boolean, text, integer, integer, text, integer,
                                        timestamptz);
 DROP FUNCTION IF EXISTS gateway_hold_create(text, uuid, uuid, uuid, jsonb, timestamptz,

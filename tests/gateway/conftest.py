@@ -17,6 +17,7 @@ from accounts.services import api_key_create
 from credits import clock, services
 from credits.gateway import backends
 from credits.gateway.ratelimit import local_limiter, tiers_cache_clear
+from credits.gateway.views import seen_cache_clear
 from credits.models import LotSource, Tier
 from tests.factories import UserFactory
 
@@ -160,9 +161,11 @@ def gateway(service_token: str) -> Gateway:
 def _fresh_limiter() -> Iterator[None]:
     local_limiter.clear()
     tiers_cache_clear()
+    seen_cache_clear()
     yield
     local_limiter.clear()
     tiers_cache_clear()
+    seen_cache_clear()
 
 
 def start_of_next(window: str) -> None:
