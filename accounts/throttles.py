@@ -1,11 +1,32 @@
+import logging
 from hashlib import sha256
 from typing import Any
 
+import redis
+from django.core.cache.backends.locmem import LocMemCache
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
+logger = logging.getLogger(__name__)
 
-class LoginThrottle(SimpleRateThrottle):
+# Where the counts go while Redis is unreachable: per process, so still a brake on guessing.
+_FALLBACK_CACHE = LocMemCache("login-throttle-fallback", {})
+
+
+class _SurvivesRedisOutage(SimpleRateThrottle):
+    """Counting in Redis must not turn a Redis outage into a 500 on every login: the counts
+    move to this process's memory until Redis answers again."""
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        try:
+            return super().allow_request(request, view)
+        except redis.RedisError:
+            logger.warning("login throttle: Redis unreachable, counting in this process")
+            self.cache = _FALLBACK_CACHE
+            return super().allow_request(request, view)
+
+
+class LoginThrottle(_SurvivesRedisOutage):
     """Login attempts per client address and email (rate `login` in REST_FRAMEWORK's
     DEFAULT_THROTTLE_RATES, 10/min). Counted in the default cache, which is Redis when
     REDIS_URL is set, so every worker shares the count; the embedded default counts per
@@ -22,7 +43,7 @@ class LoginThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
-class LoginEmailThrottle(SimpleRateThrottle):
+class LoginEmailThrottle(_SurvivesRedisOutage):
     """A looser cap per email alone: client addresses come from X-Forwarded-For behind the
     load balancer, which a client can vary, so the pair above alone would not stop a
     password-guessing run against one account."""

@@ -10,6 +10,7 @@ from drf_spectacular.renderers import OpenApiJsonRenderer2
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from config.health import healthz
+from config.observability import metrics_view
 
 handler400 = "config.errors.json_400"
 handler403 = "config.errors.json_403"
@@ -40,6 +41,7 @@ internal_patterns: list[URLPattern | URLResolver] = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("api/", include(api_patterns)),
     path("internal/v1/", include(internal_patterns)),
     path("", include("credits.usage.page_urls")),

@@ -22,12 +22,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from accounts import secrets
 from accounts.api_keys import api_key_is_well_formed
 from accounts.authentication import require_service_token
+from config import observability
 from config.errors import error_response
 from credits import clock
 
@@ -52,6 +54,12 @@ class BadRequest(Exception):
 def _body(request: HttpRequest) -> dict[str, Any]:
     try:
         body = json.loads(request.body)
+    except RequestDataTooBig as exc:
+        # Django refuses to read past DATA_UPLOAD_MAX_MEMORY_SIZE; without this it is a 500 on
+        # the hot-path WSGI entry (which has no handler turning it into a 400).
+        raise BadRequest(
+            f"The body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
+        ) from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("The body must be a JSON object.") from exc
     if not isinstance(body, dict):
@@ -89,19 +97,33 @@ def _count(value: Any, field: str) -> int:
 def _guarded(view: Any) -> Any:
     """Bad input is a 400 naming the field; an unreachable database a quick 503."""
 
+    # Counted under the view's own counter (config/observability.py).
+    count = (
+        observability.count_authorization
+        if view.__name__ == "authorize"
+        else observability.count_settle
+    )
+
     def wrapper(request: HttpRequest) -> HttpResponse:
         if request.method != "POST":
             response = error_response(405, "method_not_allowed", "Use POST.")
             response["Allow"] = "POST"
             return response
+        # The view binds the gateway's request id once it has read it; until then (and for the
+        # next request this thread serves) the log lines say `request_id=-`.
+        token = observability.request_id.set("-")
         try:
             answer: HttpResponse = view(request)
             return answer
         except BadRequest as exc:
+            count("invalid")
             return error_response(400, "invalid_request", exc.message, exc.field)
         except (OperationalError, InterfaceError):
+            count("unavailable")
             logger.exception("internal API: database unreachable")
             return error_response(503, "unavailable", "The database cannot be reached.")
+        finally:
+            observability.request_id.reset(token)
 
     wrapper.__name__ = view.__name__
     wrapper.__doc__ = view.__doc__
@@ -113,12 +135,14 @@ def _decision(payload: dict[str, Any]) -> JsonResponse:
 
 
 def _replayed(decision: dict[str, Any] | None) -> JsonResponse:
+    observability.count_authorization("replay")
     stored = dict(decision or {})
     stored.pop(SETTLE_KEY, None)
     return _decision(stored)
 
 
 def _conflict() -> JsonResponse:
+    observability.count_authorization("conflict")
     return error_response(
         409,
         "request_id_conflict",
@@ -136,6 +160,7 @@ def authorize(request: HttpRequest) -> HttpResponse:
         raise BadRequest("api_key must be a string.", "api_key")
     request_id = _string(body, "request_id", required=True, max_length=MAX_REQUEST_ID)
     assert request_id is not None
+    observability.bind_request_id(request_id)
     fmt = _string(body, "format", required=True)
     if fmt not in decisions.FORMATS:
         raise BadRequest("format must be 'openai' or 'anthropic'.", "format")
@@ -219,6 +244,7 @@ def _authorize_in_one(
     if fast.outcome == backends.OK and fast.decision is not None:
         if fast.balance is not None and fast.balance != balance:
             _seen[digest] = (key_id, user_id, fast.balance)
+        observability.count_authorization("allowed")
         return _decision(fast.decision)
     limiter_undo(limit)
     if fast.outcome == backends.BAD_KEY:
@@ -245,16 +271,19 @@ def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> Htt
         if check.outcome == backends.CONFLICT:
             return _conflict()
         if check.outcome == backends.BAD_KEY:
+            observability.count_authorization(decisions.BAD_KEY)
             return _decision(decisions.denied(fmt, decisions.BAD_KEY))
         assert check.key_id is not None and check.user_id is not None
         tier = tier_for_balance(check.balance)
         if check.outcome in (backends.FROZEN, backends.NO_CREDIT):
+            observability.count_authorization(check.outcome)
             peek = limiter_peek(key_id=check.key_id, tier=tier, now=now) if tier else None
             return _decision(
                 decisions.denied(fmt, check.outcome, available=check.available, limit=peek, now=now)
             )
         limit = limiter_hit(key_id=check.key_id, tier=tier, now=now) if tier else None
         if limit is not None and not limit.allowed:
+            observability.count_authorization(decisions.RATE_LIMITED)
             return _decision(
                 decisions.denied(
                     fmt, decisions.RATE_LIMITED, available=check.available, limit=limit, now=now
@@ -288,6 +317,7 @@ def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> Htt
                 limiter_undo(limit)
             raise
         if held.outcome == backends.OK:
+            observability.count_authorization("allowed")
             return _decision(held.decision or decision)
         # Refused after the limiter counted it: a denial consumes no quota.
         if limit is not None:
@@ -297,6 +327,7 @@ def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> Htt
         if held.outcome == backends.CONFLICT:
             return _conflict()
         if held.outcome in (backends.FROZEN, backends.NO_CREDIT):
+            observability.count_authorization(held.outcome)
             available = held.available if held.available is not None else 0
             peek = limiter_peek(key_id=check.key_id, tier=tier, now=now) if tier else None
             return _decision(
@@ -312,6 +343,7 @@ def settle(request: HttpRequest) -> HttpResponse:
     body = _body(request)
     request_id = _string(body, "request_id", required=True, max_length=MAX_REQUEST_ID)
     assert request_id is not None
+    observability.bind_request_id(request_id)
     outcome = body.get("outcome")
     if outcome not in ("success", "failure"):
         raise BadRequest("outcome must be 'success' or 'failure'.", "outcome")
@@ -350,6 +382,7 @@ def settle(request: HttpRequest) -> HttpResponse:
         now=clock.now(),
     )
     if result.outcome == backends.NOT_FOUND:
+        observability.count_settle("not_found")
         return error_response(
             404,
             "request_not_found",
@@ -357,12 +390,14 @@ def settle(request: HttpRequest) -> HttpResponse:
             "request_id",
         )
     if result.outcome == backends.CONFLICT:
+        observability.count_settle("conflict")
         return error_response(
             409,
             "request_already_settled",
             f"This request was already settled as {result.status}; nothing was changed.",
             "outcome",
         )
+    observability.count_settle("charged" if result.charged else "not_charged")
     return JsonResponse(
         {
             "request_id": request_id,

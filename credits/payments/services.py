@@ -26,6 +26,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
 from accounts.models import User
+from config import observability
 from config.errors import ApplicationError
 from credits import clock
 from credits.errors import AccountFrozen, IdempotencyConflict
@@ -207,7 +208,9 @@ def stripe_event_verify(*, payload: bytes, signature: str | None) -> dict[str, A
             "The Stripe signature does not match this payload or is older than 300 seconds.",
             code="invalid_signature",
         ) from exc
-    except ValueError as exc:
+    except (ValueError, AttributeError, TypeError) as exc:
+        # ValueError: not JSON. AttributeError/TypeError: signed JSON that is not an object
+        # (a list, a number): stripe's Event constructor calls `.get` on it.
         raise ApplicationError("The body is not a Stripe event.", code="invalid_payload") from exc
     event = json.loads(payload)
     data = event.get("data") if isinstance(event, dict) else None
@@ -287,6 +290,7 @@ def stripe_event_process(*, event_id: str) -> StripeEvent:
             event.purchase = outcome.purchase
             event.processed_at = clock.now()
         event.save()
+    observability.count_webhook_event(event_type=event.type, result=str(event.status))
     return event
 
 

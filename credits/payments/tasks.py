@@ -4,9 +4,13 @@ in the same transaction as the handler's writes) makes the second run a no-op.""
 
 from celery import Task, shared_task
 
+from config import observability
 from credits.models.payments import StripeEventStatus
 
 from . import services
+
+# Task failures and retries of this worker process are counted (config/observability.py).
+observability.connect_task_signals()
 
 MAX_RETRIES = 8
 

@@ -10,6 +10,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config import observability
+from config.errors import ApplicationError, error_responses
+
 from . import services
 from .serializers import (
     PackageSerializer,
@@ -34,14 +37,31 @@ class PackageListView(APIView):
 class PurchaseListCreateView(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(responses=PurchaseSerializer(many=True), operation_id="purchases_list")
+    @extend_schema(
+        responses={200: PurchaseSerializer(many=True), **error_responses(401)},
+        operation_id="purchases_list",
+    )
     def get(self, request: Request) -> Response:
         purchases = services.purchases_of(user=request.user)  # type: ignore[arg-type]
         return Response(PurchaseSerializer(purchases, many=True).data)
 
     @extend_schema(
         request=PurchaseCreateSerializer,
-        responses={201: PurchaseCreatedSerializer},
+        responses={
+            201: PurchaseCreatedSerializer,
+            **error_responses(
+                400,
+                401,
+                403,
+                409,
+                502,
+                503,
+                s403="account_frozen",
+                s409="idempotency_conflict: the Idempotency-Key was used for another package",
+                s502="payment_provider_error: Stripe refused the Checkout Session",
+                s503="payments_unavailable: Stripe is not configured or did not answer",
+            ),
+        },
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
@@ -74,14 +94,26 @@ class StripeWebhookView(APIView):
 
     @extend_schema(
         request=OpenApiTypes.OBJECT,
-        responses={200: OpenApiTypes.OBJECT},
+        responses={
+            200: OpenApiTypes.OBJECT,
+            **error_responses(
+                400, 503, s400="invalid_signature, invalid_payload", s503="payments_unavailable"
+            ),
+        },
         parameters=[OpenApiParameter("Stripe-Signature", OpenApiTypes.STR, "header")],
         operation_id="stripe_webhook",
     )
     def post(self, request: Request) -> Response:
         # request.body, not request.data: re-serialised JSON would not match the signature.
-        event = services.stripe_event_verify(
-            payload=request.body, signature=request.headers.get("Stripe-Signature")
-        )
+        try:
+            event = services.stripe_event_verify(
+                payload=request.body, signature=request.headers.get("Stripe-Signature")
+            )
+        except ApplicationError:
+            observability.count_webhook_event(event_type="unverified", result="rejected")
+            raise
         _stored, created = services.stripe_event_record(event=event)
+        observability.count_webhook_event(
+            event_type=event["type"], result="received" if created else "duplicate"
+        )
         return Response({"received": True, "duplicate": not created})
