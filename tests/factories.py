@@ -25,3 +25,26 @@ def registered_user(**kwargs: Any) -> User:
         user = cast(User, UserFactory(**kwargs))
         user_registered.send(sender=User, user=user, invite_code="")
     return user
+
+
+def ensure_documented_tiers() -> None:
+    """Put back the documented tiers exactly as migration 0002 seeds them (a transactional
+    test's flush removes the seed), and drop any cached copy."""
+    import importlib
+
+    from credits.gateway.ratelimit import tiers_cache_clear
+    from credits.models import Tier
+
+    seed = importlib.import_module("credits.migrations.0002_ledger_append_only_and_seed")
+    for name, low, high, per_minute, per_hour, per_day in seed.TIERS:
+        Tier.objects.update_or_create(
+            name=name,
+            defaults={
+                "min_balance": low,
+                "max_balance": high,
+                "requests_per_minute": per_minute,
+                "requests_per_hour": per_hour,
+                "requests_per_day": per_day,
+            },
+        )
+    tiers_cache_clear()

@@ -18,31 +18,8 @@ from credits import clock, services
 from credits.gateway import backends
 from credits.gateway.ratelimit import local_limiter, tiers_cache_clear
 from credits.gateway.views import seen_cache_clear
-from credits.models import LotSource, Tier
-from tests.factories import UserFactory
-
-DOCUMENTED_TIERS = [
-    ("1-100", 1, 100, 20, 600, 5000),
-    ("101-1,000", 101, 1000, 60, 2000, 20000),
-    ("1,001-10,000", 1001, 10000, 200, 6000, 50000),
-    ("10,000+", 10001, None, 500, 15000, 100000),
-]
-
-
-def ensure_documented_tiers() -> None:
-    """The seeded tiers (a transactional test's flush removes the migration's seed)."""
-    for name, low, high, per_minute, per_hour, per_day in DOCUMENTED_TIERS:
-        Tier.objects.update_or_create(
-            name=name,
-            defaults={
-                "min_balance": low,
-                "max_balance": high,
-                "requests_per_minute": per_minute,
-                "requests_per_hour": per_hour,
-                "requests_per_day": per_day,
-            },
-        )
-    tiers_cache_clear()
+from credits.models import LotSource
+from tests.factories import UserFactory, ensure_documented_tiers
 
 
 @dataclass

@@ -13,15 +13,8 @@ from accounts.models import ApiKey, User
 from accounts.services import api_key_create
 from credits import clock, services
 from credits.gateway.ratelimit import tiers_cache_clear
-from credits.models import Tier, UsageRecord
-
-DOCUMENTED_TIERS = [
-    # name, min balance, max balance, per minute, per hour, per day (migration 0002's seed)
-    ("1-100", 1, 100, 20, 600, 5000),
-    ("101-1,000", 101, 1000, 60, 2000, 20000),
-    ("1,001-10,000", 1001, 10000, 200, 6000, 50000),
-    ("10,000+", 10001, None, 500, 15000, 100000),
-]
+from credits.models import UsageRecord
+from tests.factories import ensure_documented_tiers
 
 
 @pytest.fixture(autouse=True)
@@ -33,17 +26,7 @@ def _fresh_state(request: pytest.FixtureRequest) -> Iterator[None]:
     if marker is not None:
         transactional = marker.kwargs.get("transaction", False)
         request.getfixturevalue("transactional_db" if transactional else "db")
-        for name, low, high, per_minute, per_hour, per_day in DOCUMENTED_TIERS:
-            Tier.objects.update_or_create(
-                name=name,
-                defaults={
-                    "min_balance": low,
-                    "max_balance": high,
-                    "requests_per_minute": per_minute,
-                    "requests_per_hour": per_hour,
-                    "requests_per_day": per_day,
-                },
-            )
+        ensure_documented_tiers()
     tiers_cache_clear()
     cache.clear()
     yield
