@@ -184,6 +184,10 @@ def authorize(request: HttpRequest) -> HttpResponse:
 # it needs a key at its limit plus a denial of the same key in the same millisecond, and the
 # denial is final for the other request anyway. Counts never stay wrong. In exchange, an allowed
 # authorization, nearly all of them, costs one database round trip instead of two.
+#
+# `_seen` is not a cache of keys' validity: the function looks the key up by its digest and
+# checks revocation and expiry on every call, so a revoke still acts on the very next request in
+# every worker. It only remembers which key id and tier to count the limiter against.
 _seen: dict[str, tuple[str, str, int]] = {}  # digest -> (key id, user id, balance last seen)
 _SEEN_MAX = 100_000
 
