@@ -145,6 +145,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "credits-sweep": {"task": "credits.tasks.sweep_expired", "schedule": 60.0},
+    "stripe-requeue-stale": {
+        "task": "credits.payments.stripe_events_requeue_stale",
+        "schedule": 300.0,
+    },
 }
 
 # --- Auth and API ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ handler never loses an event:
 
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import stripe
@@ -292,6 +292,24 @@ def stripe_event_process(*, event_id: str) -> StripeEvent:
         event.save()
     observability.count_webhook_event(event_type=event.type, result=str(event.status))
     return event
+
+
+STALE_PENDING = timedelta(minutes=5)
+
+
+def stripe_events_requeue_stale(*, limit: int = 500) -> list[str]:
+    """Enqueue again the events still pending `STALE_PENDING` after they arrived: their first
+    enqueue was lost (broker down when the webhook was answered; Stripe got its 2xx and will not
+    redeliver). Failed events are left to Celery's retries and staff's "reprocess"."""
+    cutoff = clock.now() - STALE_PENDING
+    stale = list(
+        StripeEvent.objects.filter(status=StripeEventStatus.PENDING, received_at__lte=cutoff)
+        .order_by("received_at")
+        .values_list("event_id", flat=True)[:limit]
+    )
+    for event_id in stale:
+        _enqueue(event_id)
+    return stale
 
 
 def stripe_events_reprocess(*, event_ids: list[str]) -> dict[str, str]:

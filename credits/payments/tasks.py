@@ -31,3 +31,9 @@ def stripe_event_process_task(self: Task, event_id: str) -> str:
         # waits for staff's "reprocess" instead.
         raise self.retry(countdown=10 * 2**self.request.retries)
     return str(event.status)
+
+
+@shared_task(name="credits.payments.stripe_events_requeue_stale", ignore_result=True)
+def stripe_events_requeue_stale_task() -> int:
+    """Beat: pick up events whose processing was never enqueued (see the service)."""
+    return len(services.stripe_events_requeue_stale())

@@ -273,3 +273,33 @@ def test_completion_and_payment_intent_events_racing_grant_once(stripe_settings:
     assert purchase_grants(purchase.pk) == 1
     assert balance(user) == 5100
     assert reconcile() == []
+
+
+def test_an_event_whose_enqueue_was_lost_is_processed_by_the_requeue_sweep(
+    stripe_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from credits import clock
+    from credits.payments.tasks import stripe_events_requeue_stale_task
+
+    user = registered_user()
+    purchase = buy(user, "standard")
+    event = completion_event(purchase)
+    # The broker is down when the webhook is answered: the event is stored, Stripe gets its 2xx
+    # (and will not redeliver), but no task is queued.
+    with monkeypatch.context() as patched:
+        patched.setattr(stripe_event_process_task, "delay", lambda *args: None)
+        assert deliver(event).status_code == 200
+    assert StripeEvent.objects.get(event_id=event["id"]).status == StripeEventStatus.PENDING
+
+    stripe_events_requeue_stale_task.apply()  # too soon: it may still be on its way
+    assert StripeEvent.objects.get(event_id=event["id"]).status == StripeEventStatus.PENDING
+
+    clock.advance(services.STALE_PENDING + timedelta(seconds=1))
+    stripe_events_requeue_stale_task.apply()
+
+    assert StripeEvent.objects.get(event_id=event["id"]).status == StripeEventStatus.PROCESSED
+    assert purchase_grants(purchase.pk) == 1
+    assert balance(user) == 100 + 5000
+    assert reconcile() == []
