@@ -48,3 +48,24 @@ def ensure_documented_tiers() -> None:
             },
         )
     tiers_cache_clear()
+
+
+def ensure_seeded_packages() -> None:
+    """Put back the packages exactly as migration 0004 seeds them (a transactional test's
+    flush removes the seed)."""
+    import importlib
+
+    from credits.models import Package
+
+    seed = importlib.import_module("credits.migrations.0004_payments")
+    for slug, name, credits, price, months in seed.SEED:
+        Package.objects.get_or_create(
+            slug=slug,
+            defaults={
+                "name": name,
+                "credits": credits,
+                "price_amount": price,
+                "currency": "usd",
+                "validity_months": months,
+            },
+        )

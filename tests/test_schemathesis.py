@@ -29,18 +29,12 @@ from schemathesis.specs.openapi.checks import (
 from accounts.service_tokens import service_token_create
 from accounts.services import api_key_create
 from config.wsgi import application
-from credits.models.payments import Package
-from tests.factories import registered_user
+from tests.factories import ensure_seeded_packages, registered_user
 from tests.stripe_support import StripeRecordedServer, sign_payload
 
 MAX_EXAMPLES = 25
 WEBHOOK_SECRET = "whsec_test_schemathesis"
 WEBHOOK_PATH = "/api/webhooks/stripe"
-SEEDED = {
-    "starter": ("Starter", 500, 499, None),
-    "standard": ("Standard", 5000, 2999, 1),
-    "premium": ("Premium", 20000, 5999, 1),
-}
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -66,17 +60,7 @@ def credentials() -> Iterator[Credentials]:
     (without credentials `POST /api/purchases` is a deliberate 503)."""
     from knox.models import AuthToken
 
-    for slug, (name, credits, price, months) in SEEDED.items():
-        Package.objects.get_or_create(
-            slug=slug,
-            defaults={
-                "name": name,
-                "credits": credits,
-                "price_amount": price,
-                "currency": "usd",
-                "validity_months": months,
-            },
-        )
+    ensure_seeded_packages()
     user = registered_user()
     api_key_create(user=user, name="fuzz")
     _, knox_token = AuthToken.objects.create(user=user)

@@ -14,20 +14,13 @@ from credits.models import CreditAccount
 from credits.models.payments import Package, Purchase
 from credits.payments import services
 from tests import stripe_support
+from tests.factories import ensure_seeded_packages
 from tests.stripe_support import StripeRecordedServer, build_event, checkout_session, signed_webhook
 
 WEBHOOK_SECRET = "whsec_test_payments"
 WEBHOOK_URL = "/api/webhooks/stripe"
 
 stripe_server = stripe_support.stripe_server
-
-
-# The packages of the public docs, as migration 0004 seeds them.
-SEEDED = {
-    "starter": ("Starter", 500, 499, None),
-    "standard": ("Standard", 5000, 2999, 1),
-    "premium": ("Premium", 20000, 5999, 1),
-}
 
 
 @pytest.fixture(autouse=True)
@@ -38,17 +31,7 @@ def _seeded_packages(request: pytest.FixtureRequest) -> None:
     ):
         return
     request.getfixturevalue("transactional_db")
-    for slug, (name, credits, price, months) in SEEDED.items():
-        Package.objects.get_or_create(
-            slug=slug,
-            defaults={
-                "name": name,
-                "credits": credits,
-                "price_amount": price,
-                "currency": "usd",
-                "validity_months": months,
-            },
-        )
+    ensure_seeded_packages()
 
 
 @pytest.fixture

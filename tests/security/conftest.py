@@ -13,17 +13,11 @@ from accounts import service_tokens
 from accounts.models import ApiKey, User
 from accounts.service_tokens import service_token_create
 from accounts.services import api_key_create
-from credits.models.payments import Package
-from tests.factories import registered_user
+from tests.factories import ensure_seeded_packages, registered_user
 from tests.stripe_support import StripeRecordedServer
 
 WEBHOOK_SECRET = "whsec_test_security_0123456789"
 STRIPE_SECRET = "sk_test_security_0123456789abcdef"
-SEEDED = {
-    "starter": ("Starter", 500, 499, None),
-    "standard": ("Standard", 5000, 2999, 1),
-    "premium": ("Premium", 20000, 5999, 1),
-}
 
 
 @dataclass
@@ -50,17 +44,7 @@ def _fresh_caches() -> Iterator[None]:
 @pytest.fixture
 def packages(db: None) -> None:
     """Transactional tests flush the seeded packages: put them back."""
-    for slug, (name, credits, price, months) in SEEDED.items():
-        Package.objects.get_or_create(
-            slug=slug,
-            defaults={
-                "name": name,
-                "credits": credits,
-                "price_amount": price,
-                "currency": "usd",
-                "validity_months": months,
-            },
-        )
+    ensure_seeded_packages()
 
 
 @pytest.fixture
