@@ -73,9 +73,18 @@ class ServicePrincipal:
         return f"service token {self.token_id}"
 
 
-def _bearer(request: HttpRequest) -> str:
-    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+# The WWW-Authenticate of a refusal.
+SERVICE_TOKEN_CHALLENGE = 'Bearer realm="internal"'  # noqa: S105  (a header, not a secret)
+
+
+def bearer_credentials(authorization: str) -> str:
+    """What follows `Bearer ` in an Authorization header's value, or "" for another scheme."""
+    scheme, _, credentials = authorization.strip().partition(" ")
     return credentials.strip() if scheme.lower() == "bearer" else ""
+
+
+def _bearer(request: HttpRequest) -> str:
+    return bearer_credentials(request.headers.get("Authorization", ""))
 
 
 class ServiceTokenAuthentication(BaseAuthentication):
@@ -91,7 +100,7 @@ class ServiceTokenAuthentication(BaseAuthentication):
         return ServicePrincipal(token_id), token_id
 
     def authenticate_header(self, request: Request) -> str:
-        return 'Bearer realm="internal"'
+        return SERVICE_TOKEN_CHALLENGE
 
 
 class IsServiceToken(BasePermission):
@@ -115,7 +124,7 @@ def require_service_token(
             return error_response(503, "unavailable", "The database cannot be reached.")
         if token_id is None:
             response = error_response(401, "invalid_service_token", INVALID_SERVICE_TOKEN_MESSAGE)
-            response["WWW-Authenticate"] = 'Bearer realm="internal"'
+            response["WWW-Authenticate"] = SERVICE_TOKEN_CHALLENGE
             return response
         request.service_token_id = token_id  # type: ignore[attr-defined]
         return view(request, *args, **kwargs)

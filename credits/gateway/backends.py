@@ -21,7 +21,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 
 from accounts.api_keys import api_key_resolve
 from credits import services
@@ -233,12 +233,13 @@ def _call(sql: str, params: Sequence[Any]) -> Any:
     layer). Errors are still Django's (`wrap_database_errors`), so a lost database is a 503 as
     before. Whenever someone installed `connection.execute_wrapper` (instrumentation, query
     counting), Django's cursor is used so that nothing escapes it."""
-    if connection.execute_wrappers:
-        with connection.cursor() as cursor:
+    db = connections[DEFAULT_DB_ALIAS]  # one lookup of this thread's connection, not four
+    if db.execute_wrappers:
+        with db.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchone()
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as raw:
+    db.ensure_connection()
+    with db.wrap_database_errors, psycopg.Cursor(db.connection) as raw:
         raw.execute(sql, params)
         return raw.fetchone()
 

@@ -23,7 +23,7 @@ from datetime import datetime
 import redis
 from django.conf import settings
 
-from config.redis import get_redis
+from config.redis import redis_lane
 from credits.models import Tier
 
 logger = logging.getLogger(__name__)
@@ -185,25 +185,6 @@ REDIS_FAILURES = 0  # how often the limiter failed open since the process starte
 _failures_lock = threading.Lock()
 
 
-class _Scripts:
-    def __init__(self) -> None:
-        self.client: redis.Redis | None = None
-        self.hit: redis.commands.core.Script | None = None
-        self.undo: redis.commands.core.Script | None = None
-
-    def get(self) -> tuple[redis.commands.core.Script, redis.commands.core.Script]:
-        client = get_redis()
-        if self.client is not client or self.hit is None or self.undo is None:
-            # register_script sends EVALSHA and falls back to EVAL once: one round trip.
-            self.hit = client.register_script(_HIT_SCRIPT)
-            self.undo = client.register_script(_UNDO_SCRIPT)
-            self.client = client
-        return self.hit, self.undo
-
-
-_scripts = _Scripts()
-
-
 def _count_failure(what: str) -> None:
     global REDIS_FAILURES
     with _failures_lock:
@@ -275,8 +256,7 @@ def limiter_hit(*, key_id: str, tier: TierLimits, now: datetime) -> LimitResult:
         refused, counts = local_limiter.hit(keys, tier.limits, ends, int(now.timestamp()))
         return _result(tier.limits, counts, ends, keys, refused_index=refused, counted=True)
     try:
-        hit, _ = _scripts.get()
-        reply = hit(keys=list(keys), args=[*tier.limits, *_TTLS])
+        reply = redis_lane().run_script(_HIT_SCRIPT, keys, [*tier.limits, *_TTLS])
     except redis.RedisError:
         _count_failure("a check")
         return _result(tier.limits, (0, 0, 0), ends, keys, refused_index=None, counted=False)
@@ -300,8 +280,7 @@ def limiter_undo(result: LimitResult) -> None:
         local_limiter.undo(result.keys)
         return
     try:
-        _, undo = _scripts.get()
-        undo(keys=list(result.keys))
+        redis_lane().run_script(_UNDO_SCRIPT, result.keys, [])
     except redis.RedisError:
         _count_failure("an undo")
 
@@ -313,7 +292,7 @@ def limiter_peek(*, key_id: str, tier: TierLimits, now: datetime) -> LimitResult
         counts = local_limiter.peek(keys)
     else:
         try:
-            counts = [int(c or 0) for c in get_redis().mget(list(keys))]
+            counts = [int(c or 0) for c in redis_lane().call("MGET", *keys)]
         except redis.RedisError:
             _count_failure("a peek")
             counts = [0, 0, 0]

@@ -24,17 +24,15 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from accounts import secrets
 from accounts.api_keys import api_key_is_well_formed
-from accounts.authentication import require_service_token
 from config import observability
-from config.errors import error_response
 from credits import clock
 
 from . import backends, decisions
 from .backends import SETTLE_KEY, Usage
+from .calls import Answer, Call, Handler, as_django_view, error_answer, with_service_token
 from .ratelimit import limiter_hit, limiter_peek, limiter_undo, tier_for_balance
 
 logger = logging.getLogger(__name__)
@@ -51,9 +49,9 @@ class BadRequest(Exception):
         self.field = field
 
 
-def _body(request: HttpRequest) -> dict[str, Any]:
+def _body(call: Call) -> dict[str, Any]:
     try:
-        body = json.loads(request.body)
+        body = json.loads(call.body())
     except RequestDataTooBig as exc:
         # Django refuses to read past DATA_UPLOAD_MAX_MEMORY_SIZE; without this it is a 500 on
         # the hot-path WSGI entry (which has no handler turning it into a 400).
@@ -94,34 +92,33 @@ def _count(value: Any, field: str) -> int:
     return value
 
 
-def _guarded(view: Any) -> Any:
+def _guarded(view: Handler) -> Handler:
     """Bad input is a 400 naming the field; an unreachable database a quick 503."""
 
     # Counted under the view's own counter (config/observability.py).
     count = (
         observability.count_authorization
-        if view.__name__ == "authorize"
+        if view.__name__ == "authorize_answer"
         else observability.count_settle
     )
 
-    def wrapper(request: HttpRequest) -> HttpResponse:
-        if request.method != "POST":
-            response = error_response(405, "method_not_allowed", "Use POST.")
-            response["Allow"] = "POST"
-            return response
+    def wrapper(call: Call) -> Answer:
+        if call.method != "POST":
+            return error_answer(
+                405, "method_not_allowed", "Use POST.", headers=(("Allow", "POST"),)
+            )
         # The view binds the gateway's request id once it has read it; until then (and for the
         # next request this thread serves) the log lines say `request_id=-`.
         token = observability.request_id.set("-")
         try:
-            answer: HttpResponse = view(request)
-            return answer
+            return view(call)
         except BadRequest as exc:
             count("invalid")
-            return error_response(400, "invalid_request", exc.message, exc.field)
+            return error_answer(400, "invalid_request", exc.message, exc.field)
         except (OperationalError, InterfaceError):
             count("unavailable")
             logger.exception("internal API: database unreachable")
-            return error_response(503, "unavailable", "The database cannot be reached.")
+            return error_answer(503, "unavailable", "The database cannot be reached.")
         finally:
             observability.request_id.reset(token)
 
@@ -130,20 +127,20 @@ def _guarded(view: Any) -> Any:
     return wrapper
 
 
-def _decision(payload: dict[str, Any]) -> JsonResponse:
-    return JsonResponse(payload)
+def _decision(payload: dict[str, Any]) -> Answer:
+    return Answer(200, payload)
 
 
-def _replayed(decision: dict[str, Any] | None) -> JsonResponse:
+def _replayed(decision: dict[str, Any] | None) -> Answer:
     observability.count_authorization("replay")
     stored = dict(decision or {})
     stored.pop(SETTLE_KEY, None)
     return _decision(stored)
 
 
-def _conflict() -> JsonResponse:
+def _conflict() -> Answer:
     observability.count_authorization("conflict")
-    return error_response(
+    return error_answer(
         409,
         "request_id_conflict",
         "This request_id was already used with another API key.",
@@ -151,10 +148,10 @@ def _conflict() -> JsonResponse:
     )
 
 
-@require_service_token
+@with_service_token
 @_guarded
-def authorize(request: HttpRequest) -> HttpResponse:
-    body = _body(request)
+def authorize_answer(call: Call) -> Answer:
+    body = _body(call)
     raw_key = body.get("api_key")
     if raw_key is not None and not isinstance(raw_key, str):
         raise BadRequest("api_key must be a string.", "api_key")
@@ -206,7 +203,7 @@ def _remember(digest: str | None, check: backends.Check) -> None:
 
 def _authorize_in_one(
     backend: backends.SqlBackend, *, request_id: str, digest: str, fmt: str, now: datetime
-) -> HttpResponse | None:
+) -> Answer | None:
     seen = _seen.get(digest)
     if seen is None:
         return None
@@ -256,7 +253,7 @@ def _authorize_in_one(
     return None
 
 
-def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> HttpResponse:
+def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> Answer:
     backend = backends.get_backend()
     # A malformed key never reaches the key table; the request id is still looked up, since a
     # request id held with another key is a 409 whatever the key is.
@@ -341,10 +338,10 @@ def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> Htt
     raise OperationalError("authorize: the request id kept changing under us")
 
 
-@require_service_token
+@with_service_token
 @_guarded
-def settle(request: HttpRequest) -> HttpResponse:
-    body = _body(request)
+def settle_answer(call: Call) -> Answer:
+    body = _body(call)
     request_id = _string(body, "request_id", required=True, max_length=MAX_REQUEST_ID)
     assert request_id is not None
     observability.bind_request_id(request_id)
@@ -387,7 +384,7 @@ def settle(request: HttpRequest) -> HttpResponse:
     )
     if result.outcome == backends.NOT_FOUND:
         observability.count_settle("not_found")
-        return error_response(
+        return error_answer(
             404,
             "request_not_found",
             "No authorized request has this request_id (never authorized, or denied).",
@@ -395,17 +392,22 @@ def settle(request: HttpRequest) -> HttpResponse:
         )
     if result.outcome == backends.CONFLICT:
         observability.count_settle("conflict")
-        return error_response(
+        return error_answer(
             409,
             "request_already_settled",
             f"This request was already settled as {result.status}; nothing was changed.",
             "outcome",
         )
     observability.count_settle("charged" if result.charged else "not_charged")
-    return JsonResponse(
+    return Answer(
+        200,
         {
             "request_id": request_id,
             "charged": result.charged,
             "credits_remaining": result.available,
-        }
+        },
     )
+
+
+authorize = as_django_view(authorize_answer)
+settle = as_django_view(settle_answer)

@@ -14,6 +14,7 @@ from django.db import close_old_connections
 from django.test import Client
 
 from accounts.models import ApiKey, User
+from credits.gateway import wsgi as gateway_wsgi_module
 from credits.gateway.wsgi import application as gateway_wsgi
 from credits.models import Hold
 
@@ -74,13 +75,17 @@ def _wsgi_post(path: str, body: bytes, token: str) -> tuple[int, bytes]:
         "wsgi.errors": io.StringIO(),
     }
     # As Django's test client does: the test's connection holds its transaction, so the
-    # per-request connection recycling must not close it.
+    # per-request connection recycling must not close it (the hot paths call it directly, the
+    # rest of the application through the request signals).
     signals.request_started.disconnect(close_old_connections)
     signals.request_finished.disconnect(close_old_connections)
+    recycle = gateway_wsgi_module.recycle_connections
+    gateway_wsgi_module.recycle_connections = lambda: None
     try:
         chunks: Iterable[bytes] = gateway_wsgi(environ, start_response)
         content = b"".join(chunks)
     finally:
+        gateway_wsgi_module.recycle_connections = recycle
         signals.request_started.connect(close_old_connections)
         signals.request_finished.connect(close_old_connections)
     return int(captured["status"].split()[0]), content
