@@ -86,12 +86,15 @@ class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
 
 class ApiKey(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    user = models.ForeignKey(User, on_delete=models.PROTECT, related_name="api_keys")
+    # No index of its own: `apikey_user_live` (user, revoked_at) serves lookups by user.
+    user = models.ForeignKey(
+        User, on_delete=models.PROTECT, related_name="api_keys", db_index=False
+    )
     name = models.CharField(max_length=100)
     prefix = models.CharField(
         max_length=32, help_text="The start of the key, shown to tell keys apart."
     )
-    digest = models.CharField(max_length=64, unique=True, editable=False)
+    digest = models.CharField(max_length=64, editable=False)  # unique: see Meta.constraints
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -102,6 +105,9 @@ class ApiKey(models.Model):
     class Meta:
         ordering = ("-created_at",)
         indexes = [models.Index(fields=["user", "revoked_at"], name="apikey_user_live")]
+        # Not `unique=True`, which would add a `_like` index nobody reads (keys are looked up
+        # by their whole digest).
+        constraints = [models.UniqueConstraint(fields=["digest"], name="apikey_unique_digest")]
         verbose_name = "API key"
 
     def __str__(self) -> str:

@@ -6,9 +6,10 @@
 - `SqlBackend` (PostgreSQL) does each step in one round trip: one call of a PL/pgSQL function
   defined in migration 0003 (`gateway_authorize_check`, `gateway_hold_create`,
   `gateway_settle`, and `gateway_authorize`, the first two in one call when the caller could
-  run the limiter first). Whenever the account has something due (a lot or a hold past its expiry),
-  the hold has expired, or a released credit's lot has expired, the function writes nothing and
-  answers `due`/`fallback`, and the services do the work, so expiry logic lives in one place.
+  run the limiter first; 0007 rewrote the last two with fewer statements). Whenever the
+  account has something due (a lot or a hold past its expiry), the hold has expired, or a
+  released credit's lot has expired, the function writes nothing and answers
+  `due`/`fallback`, and the services do the work, so expiry logic lives in one place.
 
 Both run the same behavioural tests (tests/gateway: the `backend` fixture switches them).
 """

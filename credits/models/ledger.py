@@ -136,9 +136,12 @@ class Lot(models.Model):
     account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="lots")
     source = models.CharField(max_length=16, choices=LotSource.choices)
     package = models.CharField(max_length=64, blank=True, help_text="Package slug, if bought.")
-    granted = models.PositiveIntegerField()
+    # `granted` and `reserved` are plain integers: their named CHECKs below bound them (a
+    # PositiveIntegerField would add a second, implied CHECK that every write re-evaluates).
+    # `remaining` keeps its column CHECK (`remaining >= 0`), which the named one leaves out.
+    granted = models.IntegerField()
     remaining = models.PositiveIntegerField()
-    reserved = models.PositiveIntegerField(default=0)
+    reserved = models.IntegerField(default=0)
     expires_at = models.DateTimeField(null=True, blank=True)
     expired_at = models.DateTimeField(
         null=True, blank=True, help_text="When the expiry was written."
@@ -149,8 +152,7 @@ class Lot(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(granted__gt=0), name="lot_granted_positive"),
             models.CheckConstraint(
-                condition=Q(remaining__gte=0) & Q(remaining__lte=F("granted")),
-                name="lot_remaining_within_granted",
+                condition=Q(remaining__lte=F("granted")), name="lot_remaining_within_granted"
             ),
             models.CheckConstraint(
                 condition=Q(reserved__gte=0) & Q(reserved__lte=F("remaining")),
@@ -181,13 +183,16 @@ class EntryKind(models.TextChoices):
 class LedgerEntry(models.Model):
     """One movement of credits. Append-only: never updated, never deleted."""
 
-    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="entries")
+    # No index of its own: `entry_account_newest` (account, -id) serves every lookup by account.
+    account = models.ForeignKey(
+        CreditAccount, on_delete=models.PROTECT, related_name="entries", db_index=False
+    )
     lot = models.ForeignKey(Lot, on_delete=models.PROTECT, related_name="entries")
     kind = models.CharField(max_length=16, choices=EntryKind.choices)
     amount = models.IntegerField()
     balance_after = models.IntegerField()
-    idempotency_key = models.CharField(max_length=200, unique=True)
-    reference = models.CharField(max_length=200, blank=True, db_index=True)
+    idempotency_key = models.CharField(max_length=200)  # unique: see Meta.constraints
+    reference = models.CharField(max_length=200, blank=True)  # indexed: see Meta.indexes
     reason = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
@@ -199,6 +204,14 @@ class LedgerEntry(models.Model):
         # Checked by the admin's credit adjustment form (credits/admin.py).
         permissions = [("adjust_credits", "Can adjust an account's credits")]
         constraints = [
+            # One index both keeps the key unique and serves the prefix lookup of a split
+            # adjustment's keys (`key`, `key/2`, ...: `credits_adjust`); `unique=True` would
+            # build two (the unique one and a `_like` one for LIKE), each written per entry.
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                name="entry_unique_idempotency_key",
+                opclasses=["varchar_pattern_ops"],
+            ),
             models.CheckConstraint(condition=~Q(amount=0), name="entry_amount_not_zero"),
             models.CheckConstraint(
                 condition=Q(balance_after__gte=0), name="entry_balance_not_negative"
@@ -219,6 +232,9 @@ class LedgerEntry(models.Model):
             models.Index(fields=["account", "-id"], name="entry_account_newest"),
             # The admin dashboard sums today's entries by kind.
             models.Index(fields=["kind", "created_at"], name="entry_kind_created"),
+            # Equality only: nothing searches references by prefix (the admin's search is
+            # `icontains`, which no btree serves), so no `_like` index as `db_index=True` adds.
+            models.Index(fields=["reference"], name="entry_reference"),
         ]
 
     def __str__(self) -> str:
@@ -237,25 +253,38 @@ class Hold(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="holds")
-    lot = models.ForeignKey(Lot, on_delete=models.PROTECT, related_name="holds")
-    request_id = models.CharField(max_length=128, unique=True)
-    amount = models.PositiveSmallIntegerField(default=1)
+    # Holds are never looked up by lot or by key, and neither lots nor keys are ever deleted
+    # (PROTECT, and the admin revokes keys): an index on either would only be written, twice
+    # per request (the authorize's insert, the settle's update).
+    lot = models.ForeignKey(Lot, on_delete=models.PROTECT, related_name="holds", db_index=False)
+    request_id = models.CharField(max_length=128)  # unique: see Meta.constraints
+    # Plain integers: the named CHECKs below bound them.
+    amount = models.SmallIntegerField(default=1)
     status = models.CharField(max_length=16, choices=HoldStatus.choices, default=HoldStatus.LIVE)
-    charged = models.PositiveSmallIntegerField(default=0)
+    charged = models.SmallIntegerField(default=0)
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     settled_at = models.DateTimeField(null=True, blank=True)
     # What authorize answered, replayed as it was when the gateway retries the request id.
     api_key = models.ForeignKey(
-        "accounts.ApiKey", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        "accounts.ApiKey",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     decision = models.JSONField(null=True, blank=True)
 
     class Meta:
         constraints = [
+            # A UniqueConstraint rather than `unique=True`, which would add a `_like` index
+            # nobody reads. The gateway functions' `ON CONFLICT (request_id)` infer it.
+            models.UniqueConstraint(fields=["request_id"], name="hold_unique_request_id"),
             models.CheckConstraint(condition=Q(amount__gt=0), name="hold_amount_positive"),
             models.CheckConstraint(
-                condition=Q(charged__lte=F("amount")), name="hold_charged_within_amount"
+                condition=Q(charged__gte=0) & Q(charged__lte=F("amount")),
+                name="hold_charged_within_amount",
             ),
         ]
         indexes = [

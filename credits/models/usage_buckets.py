@@ -41,8 +41,10 @@ class UsageBucket(models.Model):
     )
     model = models.CharField(max_length=64)
     hour = models.DateTimeField(help_text="Start of the UTC hour.")
-    requests = models.PositiveIntegerField(default=0, help_text="Settled requests.")
-    credits = models.PositiveIntegerField(default=0, help_text="Charged requests.")
+    # Plain integers: `usagebucket_credits_within_requests` (0 <= credits <= requests) keeps
+    # both non-negative, so the trigger's upsert evaluates no implicit CHECK of its own.
+    requests = models.IntegerField(default=0, help_text="Settled requests.")
+    credits = models.IntegerField(default=0, help_text="Charged requests.")
     prompt_tokens = models.BigIntegerField(default=0, help_text="Of charged requests.")
     completion_tokens = models.BigIntegerField(default=0, help_text="Of charged requests.")
 
@@ -59,7 +61,8 @@ class UsageBucket(models.Model):
                 name="usagebucket_one_per_keyless_model_hour",
             ),
             models.CheckConstraint(
-                condition=Q(credits__lte=F("requests")), name="usagebucket_credits_within_requests"
+                condition=Q(credits__gte=0) & Q(credits__lte=F("requests")),
+                name="usagebucket_credits_within_requests",
             ),
             models.CheckConstraint(
                 condition=Q(prompt_tokens__gte=0) & Q(completion_tokens__gte=0),

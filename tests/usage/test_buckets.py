@@ -118,6 +118,36 @@ def test_a_rolled_back_settle_leaves_no_bucket_behind() -> None:
     assert not UsageRecord.objects.filter(account_id=user.pk).exists()
 
 
+@pytest.mark.parametrize("column", ["prompt_tokens", "completion_tokens", "charged", "http_status"])
+def test_a_usage_record_never_counts_less_than_nothing(column: str) -> None:
+    user = registered_user()
+    values = {"prompt_tokens": 1, "completion_tokens": 1, "charged": 1, "http_status": 200}
+    values[column] = -1
+    refused = pytest.raises(IntegrityError, match="usage_counts_not_negative")
+    with refused, transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO credits_usagerecord (request_id, account_id, model, outcome, reason,"
+            " settled_at, prompt_tokens, completion_tokens, charged, http_status)"
+            " VALUES ('neg', %s, 'm', 'success', '', now(), %s, %s, %s, %s)",
+            [user.pk, *values.values()],
+        )
+    assert not UsageRecord.objects.filter(account_id=user.pk).exists()
+
+
+@pytest.mark.parametrize(
+    "change", ["credits = -1", "requests = -1, credits = 0", "credits = requests + 1"]
+)
+def test_a_bucket_never_counts_less_than_nothing_nor_more_credits_than_requests(
+    change: str,
+) -> None:
+    user = registered_user()
+    record(user, None, "a", at=utc("2026-11-25T10:01:00"))
+    bucket = UsageBucket.objects.get(account_id=user.pk)
+    refused = pytest.raises(IntegrityError, match="usagebucket_credits_within_requests")
+    with refused, transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"UPDATE credits_usagebucket SET {change} WHERE id = %s", [bucket.pk])
+
+
 SQLITE_SCRIPT = """
 import django
 django.setup()

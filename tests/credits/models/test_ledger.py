@@ -147,6 +147,17 @@ def test_a_lot_never_holds_more_than_it_was_granted_nor_less_than_nothing() -> N
     )
 
 
+def test_a_lot_never_reserves_less_than_nothing_nor_is_granted_nothing() -> None:
+    user = funded_user((3, None))
+    lot = Lot.objects.get(account_id=user.pk)
+    assert "lot_reserved_within_remaining" in _refused(
+        "UPDATE credits_lot SET reserved = -1 WHERE id = %s", [lot.pk]
+    )
+    assert "lot_granted_positive" in _refused(
+        "UPDATE credits_lot SET granted = 0, remaining = 0 WHERE id = %s", [lot.pk]
+    )
+
+
 def _insert_entry(
     account_id: object, lot_id: int, *, kind: str, amount: int, key: str, balance_after: int = 0
 ) -> str:
@@ -194,3 +205,14 @@ def test_a_hold_lives_no_longer_than_its_ttl_and_charges_at_most_its_amount() ->
         "UPDATE credits_hold SET charged = amount + 1 WHERE id = %s", [hold.pk]
     )
     assert clock.now() < hold.expires_at
+
+
+def test_a_hold_reserves_at_least_one_credit_and_never_charges_less_than_nothing() -> None:
+    user = funded_user((3, None))
+    hold = services.hold_create(user_id=user.pk, request_id="r").hold
+    assert "hold_charged_within_amount" in _refused(
+        "UPDATE credits_hold SET charged = -1 WHERE id = %s", [hold.pk]
+    )
+    assert "hold_amount_positive" in _refused(
+        "UPDATE credits_hold SET amount = 0, charged = 0 WHERE id = %s", [hold.pk]
+    )
