@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -683,10 +684,19 @@ def summarize_profile(path: Path) -> None:
 # --- main ---------------------------------------------------------------------------------------
 
 
+def machine_speed_ms() -> float:
+    """A CPU-bound yardstick: this machine's speed varies several-fold from day to day."""
+    return 1000 * min(timeit.repeat("sum(range(10**6))", number=5, repeat=5)) / 5
+
+
 def main() -> None:
     args = parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
-    print(f"bench: {os.cpu_count()} CPUs; database {BENCH_DB}; redis db {args.redis_db}")
+    print(
+        f"bench: {os.cpu_count()} CPUs; database {BENCH_DB}; redis db {args.redis_db}; "
+        f"machine speed: sum(range(10**6)) in {machine_speed_ms():.1f} ms (the lower the faster; "
+        "figures from runs with different speeds compare only as ratios to pgbench)"
+    )
     reset_database()
     subprocess.run(
         [PYTHON, "manage.py", "migrate", "-v", "0"],
@@ -732,8 +742,8 @@ def main() -> None:
                 )
                 print(
                     f"      CPU per pair: server (WSGI workers) {spent[0]:.2f} ms, PostgreSQL "
-                    f"(all its processes) {spent[1]:.2f} ms, load generator {spent[2]:.2f} ms; load average "
-                    f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+                    f"(all its processes) {spent[1]:.2f} ms, load generator {spent[2]:.2f} ms; "
+                    f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
                 )
             results["load"].append(row)
         if not args.no_profile:

@@ -149,3 +149,17 @@ def test_a_request_id_held_on_another_account_is_a_409_from_a_seen_key(
     assert response.json()["error"]["code"] == "request_id_conflict"
     assert gateway.authorize(customer.raw_key)["headers"]["X-RateLimit-Remaining"] == "58"
     assert CreditAccount.objects.get(pk=customer.user.pk).reserved == 1
+
+
+def test_the_gateway_calls_are_prepared_once_per_connection(gateway: Gateway) -> None:
+    # config/settings.py sets psycopg's prepare_threshold: without it PostgreSQL parses and
+    # plans the call of the SQL function on every request.
+    customer = seen(gateway, 500)
+    decision = gateway.authorize(customer.raw_key, "req_prepared")
+    assert decision["allowed"] is True
+    assert gateway.settle("req_prepared").status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = " ".join(row[0] for row in cursor.fetchall())
+    assert "gateway_authorize(" in prepared
+    assert "gateway_settle(" in prepared
