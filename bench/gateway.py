@@ -72,6 +72,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--quick", action="store_true", help="5-second phases")
     parser.add_argument(
+        "--server-args", default="", help="extra options for the server, e.g. '--runtime-mode st'"
+    )
+    parser.add_argument(
         "--load-only",
         action="store_true",
         help="skip the pgbench ceiling and the per-process comparisons (for tuning sweeps)",
@@ -179,6 +182,7 @@ def start_server(args: argparse.Namespace) -> subprocess.Popen[bytes]:
             "warning",
             args.app,
         ]
+    command[-1:-1] = args.server_args.split()  # before the application's path
     server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
     deadline = time.monotonic() + 30
     import httpx
