@@ -108,23 +108,51 @@ class IsServiceToken(BasePermission):
         return isinstance(request.user, ServicePrincipal)
 
 
+class ServiceTokenRefused(Exception):
+    """Why a plain internal call is refused before it runs: its error's status, code, message
+    and extra headers (rendered by whichever adapter serves the call)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def service_token_required(authorization: str) -> int:
+    """The id of the live service token an Authorization header's value carries. Raises
+    `ServiceTokenRefused`: 401 `invalid_service_token` for a missing, wrong or revoked token, 503
+    `unavailable` when the database cannot be reached."""
+    try:
+        token_id = service_token_verify(bearer_credentials(authorization))
+    except DatabaseError as exc:
+        logger.exception("service token check: database unreachable")
+        raise ServiceTokenRefused(503, "unavailable", "The database cannot be reached.") from exc
+    if token_id is None:
+        raise ServiceTokenRefused(
+            401,
+            "invalid_service_token",
+            INVALID_SERVICE_TOKEN_MESSAGE,
+            (("WWW-Authenticate", SERVICE_TOKEN_CHALLENGE),),
+        )
+    return token_id
+
+
 def require_service_token(
     view: Callable[..., HttpResponse],
 ) -> Callable[..., HttpResponse]:
-    """Guard a plain Django view of `/internal/v1/`: 401 `invalid_service_token` unless the
-    request carries a live service token; sets `request.service_token_id`. The view is
-    CSRF-exempt: the gateway sends no cookies, so there is no session to forge."""
+    """Guard a plain Django view of `/internal/v1/` with `service_token_required`; sets
+    `request.service_token_id`. The view is CSRF-exempt: the gateway sends no cookies, so there
+    is no session to forge."""
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
-            token_id = service_token_verify(_bearer(request))
-        except DatabaseError:
-            logger.exception("service token check: database unreachable")
-            return error_response(503, "unavailable", "The database cannot be reached.")
-        if token_id is None:
-            response = error_response(401, "invalid_service_token", INVALID_SERVICE_TOKEN_MESSAGE)
-            response["WWW-Authenticate"] = SERVICE_TOKEN_CHALLENGE
+            token_id = service_token_required(request.headers.get("Authorization", ""))
+        except ServiceTokenRefused as refused:
+            response = error_response(refused.status, refused.code, refused.message)
+            for name, value in refused.headers:
+                response[name] = value
             return response
         request.service_token_id = token_id  # type: ignore[attr-defined]
         return view(request, *args, **kwargs)

@@ -16,27 +16,19 @@ client, and tests/gateway/test_wsgi.py plus tests/security/test_hostile_bodies.p
 WSGI entry.
 """
 
+import functools
 import json
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from accounts.authentication import (
-    INVALID_SERVICE_TOKEN_MESSAGE,
-    SERVICE_TOKEN_CHALLENGE,
-    bearer_credentials,
-)
-from accounts.service_tokens import service_token_verify
+from accounts.authentication import ServiceTokenRefused, service_token_required
 from config.errors import error_body
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,27 +93,19 @@ class WsgiCall:
 
 
 def with_service_token(handler: Handler) -> Handler:
-    """401 `invalid_service_token` unless the call carries a live service token: what
-    `accounts.authentication.require_service_token` does for a Django view, on a `Call`."""
+    """`accounts.authentication.service_token_required` in front of a handler (what
+    `require_service_token` does for a Django view): a 401 or 503 answer instead of the call."""
 
     def guarded(call: Call) -> Answer:
         try:
-            token_id = service_token_verify(bearer_credentials(call.authorization))
-        except DatabaseError:
-            logger.exception("service token check: database unreachable")
-            return error_answer(503, "unavailable", "The database cannot be reached.")
-        if token_id is None:
+            service_token_required(call.authorization)
+        except ServiceTokenRefused as refused:
             return error_answer(
-                401,
-                "invalid_service_token",
-                INVALID_SERVICE_TOKEN_MESSAGE,
-                headers=(("WWW-Authenticate", SERVICE_TOKEN_CHALLENGE),),
+                refused.status, refused.code, refused.message, headers=refused.headers
             )
         return handler(call)
 
-    guarded.__name__ = handler.__name__
-    guarded.__doc__ = handler.__doc__
-    return guarded
+    return functools.wraps(handler)(guarded)
 
 
 def as_django_view(handler: Handler) -> Callable[[HttpRequest], HttpResponse]:

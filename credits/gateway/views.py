@@ -15,9 +15,11 @@ for credit must not consume quota; if the hold is refused after the limiter coun
 (credits taken by a concurrent request meanwhile), the count is taken back.
 """
 
+import functools
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -92,39 +94,35 @@ def _count(value: Any, field: str) -> int:
     return value
 
 
-def _guarded(view: Handler) -> Handler:
-    """Bad input is a 400 naming the field; an unreachable database a quick 503."""
+def _guarded(count: Callable[[str], None]) -> Callable[[Handler], Handler]:
+    """Bad input is a 400 naming the field; an unreachable database a quick 503. Both are
+    counted with `count`, the handler's own counter (config/observability.py)."""
 
-    # Counted under the view's own counter (config/observability.py).
-    count = (
-        observability.count_authorization
-        if view.__name__ == "authorize_answer"
-        else observability.count_settle
-    )
+    def decorate(view: Handler) -> Handler:
+        @functools.wraps(view)
+        def wrapper(call: Call) -> Answer:
+            if call.method != "POST":
+                return error_answer(
+                    405, "method_not_allowed", "Use POST.", headers=(("Allow", "POST"),)
+                )
+            # The view binds the gateway's request id once it has read it; until then (and for
+            # the next request this thread serves) the log lines say `request_id=-`.
+            token = observability.request_id.set("-")
+            try:
+                return view(call)
+            except BadRequest as exc:
+                count("invalid")
+                return error_answer(400, "invalid_request", exc.message, exc.field)
+            except (OperationalError, InterfaceError):
+                count("unavailable")
+                logger.exception("internal API: database unreachable")
+                return error_answer(503, "unavailable", "The database cannot be reached.")
+            finally:
+                observability.request_id.reset(token)
 
-    def wrapper(call: Call) -> Answer:
-        if call.method != "POST":
-            return error_answer(
-                405, "method_not_allowed", "Use POST.", headers=(("Allow", "POST"),)
-            )
-        # The view binds the gateway's request id once it has read it; until then (and for the
-        # next request this thread serves) the log lines say `request_id=-`.
-        token = observability.request_id.set("-")
-        try:
-            return view(call)
-        except BadRequest as exc:
-            count("invalid")
-            return error_answer(400, "invalid_request", exc.message, exc.field)
-        except (OperationalError, InterfaceError):
-            count("unavailable")
-            logger.exception("internal API: database unreachable")
-            return error_answer(503, "unavailable", "The database cannot be reached.")
-        finally:
-            observability.request_id.reset(token)
+        return wrapper
 
-    wrapper.__name__ = view.__name__
-    wrapper.__doc__ = view.__doc__
-    return wrapper
+    return decorate
 
 
 def _decision(payload: dict[str, Any]) -> Answer:
@@ -149,7 +147,7 @@ def _conflict() -> Answer:
 
 
 @with_service_token
-@_guarded
+@_guarded(observability.count_authorization)
 def authorize_answer(call: Call) -> Answer:
     body = _body(call)
     raw_key = body.get("api_key")
@@ -339,7 +337,7 @@ def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> Ans
 
 
 @with_service_token
-@_guarded
+@_guarded(observability.count_settle)
 def settle_answer(call: Call) -> Answer:
     body = _body(call)
     request_id = _string(body, "request_id", required=True, max_length=MAX_REQUEST_ID)
