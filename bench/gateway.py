@@ -212,20 +212,32 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _stat(pid: int) -> list[str] | None:
+def _stat(pid: int) -> tuple[str, list[str]] | None:
+    """The command name of a process and the fields of /proc/PID/stat after it."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return raw[raw.rindex(")") + 2 :].split()  # fields after the command name
+    name_end = raw.rindex(")")
+    return raw[raw.index("(") + 1 : name_end], raw[name_end + 2 :].split()
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """Every live process: pid -> (parent pid, command name)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+            name, fields = stat
+            found[int(entry.name)] = (int(fields[1]), name)
+    return found
 
 
 def cpu_seconds(pids: list[int]) -> dict[int, float]:
     """CPU seconds (user + system) each live process of `pids` has used so far."""
     spent = {}
     for pid in pids:
-        fields = _stat(pid)
-        if fields is not None:
+        if (stat := _stat(pid)) is not None:
+            fields = stat[1]
             spent[pid] = (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
     return spent
 
@@ -237,30 +249,17 @@ def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
 
 
 def process_tree(root: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _stat(int(entry.name))
-            if fields is not None:
-                parents[int(entry.name)] = int(fields[1])
+    processes = _processes()
     tree = [root]
     for pid in tree:
-        tree.extend(child for child, parent in parents.items() if parent == pid)
+        tree.extend(child for child, (parent, _) in processes.items() if parent == pid)
     return tree
 
 
 def postgres_processes() -> list[int]:
     """Every PostgreSQL server process: the backends, and the WAL writer, checkpointer,
     autovacuum and the rest, whose work the load causes too."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
+    return [pid for pid, (_, name) in _processes().items() if name == "postgres"]
 
 
 # --- the load generator -----------------------------------------------------------------------
