@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import dj_database_url
+from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -48,7 +49,16 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS") or (["*"] if DEBUG else ["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+# The dashboard front end, served from another origin, calls the user API from the browser:
+# django-cors-headers answers its preflights and names the origin on the answers, for the user
+# API only (the admin is same-origin; the internal API is called by the gateway, not browsers).
+# Credentials are allowed because the contract lets the dashboard use the session cookie; a
+# session-authenticated write still needs its CSRF token (CSRF_TRUSTED_ORIGINS).
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
+CORS_ALLOW_CREDENTIALS = True
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOW_HEADERS = (*cors_default_headers, "idempotency-key", "x-request-id")
+CORS_EXPOSE_HEADERS = ["Retry-After", "X-Request-ID"]
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT")
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = SECURE_SSL_REDIRECT
@@ -66,6 +76,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "corsheaders",
     "rest_framework",
     "knox",
     "drf_spectacular",
@@ -80,6 +91,7 @@ MIDDLEWARE = [
     "config.observability.RequestIdMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "corsheaders.middleware.CorsMiddleware",  # before CommonMiddleware, as its docs require
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -109,7 +121,17 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=600)}
+    DATABASES = {
+        "default": dj_database_url.parse(
+            # A connection kept between requests is checked (one `SELECT 1`) before a request's
+            # first query through Django's cursor, so a database restart costs no request a 500.
+            # The hot path's own cursor (credits/gateway/backends.py `_call`) skips the check:
+            # a lost connection there is a quick 503 and is replaced on the next call.
+            DATABASE_URL,
+            conn_max_age=600,
+            conn_health_checks=True,
+        )
+    }
     if DATABASES["default"]["ENGINE"].endswith("postgresql"):
         # Server-side prepared statements for the gateway's SQL function calls, from their
         # first use on a connection (credits/gateway/backends.py `_call`, psycopg's own cursor):
