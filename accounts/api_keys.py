@@ -23,7 +23,7 @@ LAST_USED_RESOLUTION = timedelta(seconds=60)
 # Length of what follows the prefix in every key we issue: 43 base62 characters of 32 random
 # bytes and a 6-character checksum (see `accounts.secrets`).
 _SECRET_TAIL_LENGTH = 49
-_MAX_PREFIX_LENGTH = 24
+_MAX_PREFIX_LENGTH = 24  # config/settings.py refuses a longer API_KEY_PREFIX
 
 
 def api_key_is_well_formed(raw: str) -> bool:

@@ -25,7 +25,8 @@ class RegisterInputSerializer(serializers.Serializer[Any]):
     email = serializers.CharField(max_length=254)
     password = serializers.CharField(max_length=256, trim_whitespace=False)
     invite_code = serializers.CharField(
-        max_length=64,
+        # No max_length: any code that is not an inviter's, however long, is the contract's
+        # `invalid_invite_code` (referrals.services looks up only codes of a code's length).
         required=False,
         allow_blank=True,
         allow_null=True,

@@ -58,7 +58,7 @@ CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
 CORS_ALLOW_CREDENTIALS = True
 CORS_URLS_REGEX = r"^/api/.*$"
 CORS_ALLOW_HEADERS = (*cors_default_headers, "idempotency-key", "x-request-id")
-CORS_EXPOSE_HEADERS = ["Retry-After", "X-Request-ID"]
+CORS_EXPOSE_HEADERS = ["Retry-After", "X-Credits-Remaining", "X-Request-ID"]
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT")
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = SECURE_SSL_REDIRECT
@@ -226,7 +226,15 @@ SPECTACULAR_SETTINGS = {
 # --- Product settings (CONTRACT.md, "Configuration") ----------------------------------------
 HOLD_TTL_SECONDS = env_int("HOLD_TTL_SECONDS", 660)
 MAX_KEYS_PER_USER = env_int("MAX_KEYS_PER_USER", 25)
-API_KEY_PREFIX = os.environ.get("API_KEY_PREFIX", "sk-kimi-")
+API_KEY_PREFIX = os.environ.get("API_KEY_PREFIX") or "sk-kimi-"  # empty: the default
+# Keys are recognised by shape (accounts/api_keys.py: a prefix of 1 to 24 characters before the
+# secret) and the shown prefix is stored in 32 characters (the prefix plus 8): a prefix outside
+# these bounds would make every new key a 500 or a 401, so the process refuses to start.
+if not (1 <= len(API_KEY_PREFIX) <= 24 and API_KEY_PREFIX.isprintable()) or " " in API_KEY_PREFIX:
+    raise ImproperlyConfigured(
+        "API_KEY_PREFIX must be 1 to 24 printable characters without spaces, "
+        f"got {API_KEY_PREFIX!r}"
+    )
 DASHBOARD_URL = os.environ.get("DASHBOARD_URL", "http://localhost:8000").rstrip("/")
 STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
 STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")

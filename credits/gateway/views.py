@@ -67,9 +67,32 @@ def _body(call: Call) -> dict[str, Any]:
     return body
 
 
+def _storable(value: str) -> bool:
+    """Whether PostgreSQL can store `value` as text: JSON can carry a NUL (`\\u0000`) and an
+    unpaired surrogate (`\\ud800`), which PostgreSQL and UTF-8 refuse."""
+    if "\x00" in value:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _string(
-    body: dict[str, Any], field: str, *, required: bool, max_length: int | None = None
+    body: dict[str, Any],
+    field: str,
+    *,
+    required: bool,
+    max_length: int | None = None,
+    recorded: bool = False,
 ) -> str | None:
+    """`body[field]` as a string. An identifier that PostgreSQL cannot store is a 400. A
+    `recorded` field (model, reason) is only written down, never a reason to refuse: the
+    characters PostgreSQL cannot store are dropped or replaced, so a settle is never refused,
+    and never left unsettled, for what the end user's own request named."""
     value = body.get(field)
     if value is None:
         if required:
@@ -77,6 +100,12 @@ def _string(
         return None
     if not isinstance(value, str):
         raise BadRequest(f"{field} must be a string.", field)
+    if not _storable(value):
+        if not recorded:
+            raise BadRequest(
+                f"{field} must not contain NUL characters or unpaired surrogates.", field
+            )
+        value = value.replace("\x00", "").encode(errors="replace").decode()
     if required and not value:
         raise BadRequest(f"{field} must not be empty.", field)
     if max_length is not None and len(value) > max_length:
@@ -159,7 +188,7 @@ def authorize_answer(call: Call) -> Answer:
     fmt = _string(body, "format", required=True)
     if fmt not in decisions.FORMATS:
         raise BadRequest("format must be 'openai' or 'anthropic'.", "format")
-    _string(body, "model", required=False)  # recorded at settle, never a reason to deny
+    _string(body, "model", required=False, recorded=True)  # recorded at settle, never denied
     return _authorize(request_id=request_id, raw_key=raw_key or "", fmt=fmt, now=clock.now())
 
 
@@ -358,7 +387,7 @@ def settle_answer(call: Call) -> Answer:
             "A success cannot have an http_status of 400 or more; settle it as a failure.",
             "http_status",
         )
-    model = _string(body, "model", required=False) or ""
+    model = _string(body, "model", required=False, recorded=True) or ""
     usage = body.get("usage")
     if usage is None:
         usage = {}
@@ -366,7 +395,7 @@ def settle_answer(call: Call) -> Answer:
         raise BadRequest("usage must be an object.", "usage")
     prompt_tokens = _count(usage.get("prompt_tokens"), "usage.prompt_tokens")
     completion_tokens = _count(usage.get("completion_tokens"), "usage.completion_tokens")
-    reason = _string(body, "reason", required=False, max_length=MAX_REASON) or ""
+    reason = _string(body, "reason", required=False, max_length=MAX_REASON, recorded=True) or ""
     result = backends.get_backend().settle(
         request_id=request_id,
         commit=outcome == "success",

@@ -69,10 +69,13 @@ class TestRegister:
             )
             assert response.status_code == 201
 
-    def test_an_unknown_invite_code_is_400_and_creates_no_user(self, client: APIClient) -> None:
+    @pytest.mark.parametrize("code", ["NOSUCHCODE", "X" * 65, "X" * 5000])
+    def test_an_unknown_invite_code_is_400_and_creates_no_user(
+        self, client: APIClient, code: str
+    ) -> None:
         response = client.post(
             "/api/auth/register",
-            {"email": "bob@example.com", "password": PASSWORD, "invite_code": "NOSUCHCODE"},
+            {"email": "bob@example.com", "password": PASSWORD, "invite_code": code},
             format="json",
         )
         assert response.status_code == 400

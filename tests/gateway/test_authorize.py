@@ -532,6 +532,12 @@ def test_a_denied_request_id_is_decided_afresh_on_retry(gateway: Gateway) -> Non
         ({"api_key": "k", "request_id": "", "model": "m", "format": "openai"}, "request_id"),
         ({"api_key": "k", "request_id": "r" * 129, "model": "m", "format": "openai"}, "request_id"),
         ({"api_key": "k", "request_id": 12, "model": "m", "format": "openai"}, "request_id"),
+        # JSON can carry what PostgreSQL text cannot: a NUL and an unpaired surrogate.
+        (
+            {"api_key": "k", "request_id": "r\u0000x", "model": "m", "format": "openai"},
+            "request_id",
+        ),
+        ({"api_key": "k", "request_id": "r\ud800", "model": "m", "format": "openai"}, "request_id"),
         ({"api_key": "k", "request_id": "r", "model": "m", "format": "xml"}, "format"),
         ({"api_key": "k", "request_id": "r", "model": "m"}, "format"),
         ({"api_key": 5, "request_id": "r", "model": "m", "format": "openai"}, "api_key"),
@@ -547,6 +553,14 @@ def test_a_malformed_authorize_body_is_a_400_naming_the_field(
     assert error["code"] == "invalid_request"
     assert error.get("field") == field
     assert not Hold.objects.exists()
+
+
+@pytest.mark.parametrize("model", ["kimi\u0000k2", "kimi\ud800"])
+def test_a_model_name_postgresql_cannot_store_is_no_reason_to_deny(
+    gateway: Gateway, model: str
+) -> None:
+    customer = funded_customer(5)
+    assert gateway.authorize(customer.raw_key, "r", model=model)["allowed"] is True
 
 
 def test_a_request_id_of_128_characters_is_accepted(gateway: Gateway) -> None:

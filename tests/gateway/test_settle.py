@@ -227,6 +227,7 @@ def test_a_held_credit_stays_chargeable_after_its_lot_expires(gateway: Gateway) 
         ),
         ({"request_id": "r", "outcome": "failure", "reason": "x" * 65}, "reason"),
         ({"request_id": "r", "outcome": "failure", "reason": 3}, "reason"),
+        ({"request_id": "r\u0000", "outcome": "success"}, "request_id"),
     ],
 )
 def test_a_malformed_settle_is_a_400_naming_the_field_and_changes_nothing(
@@ -250,6 +251,26 @@ def test_a_free_text_reason_of_64_characters_and_a_long_model_name_are_recorded(
     assert gateway.settle("r", "failure", reason="y" * 64, model="m" * 100).status_code == 200
     record = UsageRecord.objects.get()
     assert (record.reason, record.model) == ("y" * 64, "m" * 64)
+
+
+@pytest.mark.parametrize(
+    ("sent", "recorded"),
+    [("kimi\u0000k2", "kimik2"), ("kimi\ud800k2", "kimi?k2")],
+    ids=["nul", "unpaired-surrogate"],
+)
+def test_a_success_naming_what_postgresql_cannot_store_is_charged_and_recorded(
+    gateway: Gateway, sent: str, recorded: str
+) -> None:
+    # The model comes from the end user's request: refusing the settle (or failing on it) would
+    # leave the request uncharged, as the hold would only expire.
+    customer = funded_customer(3)
+    authorized(gateway, customer.raw_key, "r")
+    response = gateway.settle("r", "success", model=sent, reason=sent)
+    assert response.status_code == 200, response.content
+    assert response.json()["charged"] == 1
+    record = UsageRecord.objects.get()
+    assert (record.model, record.reason, record.charged) == (recorded, recorded, 1)
+    assert Hold.objects.get(request_id="r").status == HoldStatus.COMMITTED
 
 
 def test_a_released_credit_of_a_lot_that_was_fully_held_expires_with_its_lot(

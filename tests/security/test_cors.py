@@ -37,15 +37,18 @@ def test_the_dashboards_preflight_is_answered_with_credentials_and_its_headers()
 
 
 @override_settings(CORS_ALLOWED_ORIGINS=[DASHBOARD])
-def test_the_dashboards_calls_name_it_and_expose_retry_after_and_the_request_id() -> None:
+def test_the_dashboards_calls_name_it_and_expose_the_headers_it_reads() -> None:
     user = UserFactory.create(email="cora@example.com")
     client = Client()
     client.force_login(user)
-    response = client.get("/api/user/keys", HTTP_ORIGIN=DASHBOARD)
+    response = client.get("/api/user/credits", HTTP_ORIGIN=DASHBOARD)
     assert response.status_code == 200
     assert response["Access-Control-Allow-Origin"] == DASHBOARD
+    # A browser shows a cross-origin script only the headers named here.
+    assert "X-Credits-Remaining" in response
     assert _header_names(response["Access-Control-Expose-Headers"]) == {
         "retry-after",
+        "x-credits-remaining",
         "x-request-id",
     }
 
