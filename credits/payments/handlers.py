@@ -1,6 +1,13 @@
 """What each Stripe event type does to a purchase. Called only by
 `services.stripe_event_process`, inside its transaction and under the stored event's lock.
 
+Only the Checkout Session event that completed the payment grants (`checkout.session.completed`
+with `payment_status: paid`, or `checkout.session.async_payment_succeeded`): the contract checks
+the Session's `amount_total` and `currency` against the purchase and dates the payment by that
+event's `created`. `payment_intent.succeeded` only links the PaymentIntent and its latest Charge
+to the purchase, so that refund and dispute events find it; it grants nothing, whether it
+arrives before or after the Session event.
+
 Every handler locks the purchase row first (`SELECT ... FOR UPDATE`): two different events about
 one payment (`checkout.session.completed` and `payment_intent.succeeded`, or a refund racing the
 completion) are applied one after the other, and the second sees what the first did. The lock
@@ -130,9 +137,11 @@ def _clawed_back(purchase: Purchase) -> int:
 
 def _pay(purchase: Purchase, *, amount: Any, currency: Any, event: StripeEvent) -> None:
     """Grant the purchase's credits for a payment of `amount` `currency` made at the event's
-    time, once. A payment that disagrees with the snapshot is never granted: staff review it."""
+    time, once. Called only for the Checkout Session event that completed the payment, with the
+    Session's `amount_total` and `currency`. A payment that disagrees with the snapshot is never
+    granted: staff review it."""
     if purchase.lot_id is not None or purchase.status == PurchaseStatus.NEEDS_REVIEW:
-        # Granted already (a redelivery, or the other event about the same payment), or a
+        # Granted already (a redelivery, or another Session event about the same payment), or a
         # payment already refused for review, which stays with staff. Keep the ids just linked.
         purchase.save()
         return
@@ -281,9 +290,11 @@ def checkout_session_failed(event: StripeEvent, obj: JSON) -> Outcome:
 
 
 def payment_intent_succeeded(event: StripeEvent, obj: JSON) -> Outcome:
-    """The same payment as the session's: the payment intent is unique on the purchase, and the
-    grant is keyed on the purchase, so whichever event comes first grants and the other finds
-    it done."""
+    """The same payment as the session's. Links the payment intent and its latest charge to the
+    purchase (each unique there), so that refund and dispute events, which name only those, find
+    it; grants nothing. The grant is the Checkout Session event's (`checkout_session_paid`): its
+    `amount_total`/`currency` are what is checked and its `created` is the payment time, so this
+    event's `amount_received` and time decide nothing, even when it arrives first."""
     purchase = _locked_purchase(
         purchase_id=_metadata_purchase_id(obj), payment_intent_id=_stripe_id(obj.get("id"))
     )
@@ -291,7 +302,13 @@ def payment_intent_succeeded(event: StripeEvent, obj: JSON) -> Outcome:
         return _not_ours(obj)
     _link(purchase, "payment_intent_id", _stripe_id(obj.get("id")))
     _link(purchase, "charge_id", _stripe_id(obj.get("latest_charge")))
-    _pay(purchase, amount=obj.get("amount_received"), currency=obj.get("currency"), event=event)
+    purchase.save()
+    if purchase.lot_id is None and purchase.status != PurchaseStatus.NEEDS_REVIEW:
+        return Outcome(
+            StripeEventStatus.PROCESSED,
+            purchase,
+            note="Payment intent linked: credits are granted by the Checkout Session event.",
+        )
     return Outcome(StripeEventStatus.PROCESSED, purchase)
 
 

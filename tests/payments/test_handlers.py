@@ -13,7 +13,14 @@ from credits.models.payments import Purchase, PurchaseStatus, StripeEvent, Strip
 from credits.reconciliation import reconcile
 from credits.signals import purchase_paid, purchase_reversed
 from tests.factories import registered_user
-from tests.stripe_support import build_event, charge, checkout_session, dispute, payment_intent
+from tests.stripe_support import (
+    build_event,
+    charge,
+    checkout_session,
+    dispute,
+    new_id,
+    payment_intent,
+)
 
 from .conftest import balance, buy, completion_event, deliver
 
@@ -208,6 +215,170 @@ def test_the_paid_signal_is_sent_once_per_purchase(stripe_settings: Any) -> None
         purchase_paid.disconnect(receiver)
 
     assert [p.pk for p in seen] == [purchase.pk]
+
+
+# --- only the Checkout Session events grant ---------------------------------------------------
+
+
+def intent_succeeded(
+    purchase: Purchase, completed: dict[str, Any], *, created: int | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """The `payment_intent.succeeded` of the payment the Session event `completed` completes."""
+    fields: dict[str, Any] = {
+        "id": completed["data"]["object"]["payment_intent"],
+        "amount": purchase.price_amount,
+        "amount_received": purchase.price_amount,
+        "currency": purchase.currency,
+        "status": "succeeded",
+        "latest_charge": new_id("ch"),
+        "metadata": {"purchase_id": str(purchase.pk)},
+    }
+    fields.update(overrides)
+    return build_event("payment_intent.succeeded", payment_intent(**fields), created=created)
+
+
+def purchase_grant_count(purchase: Purchase) -> int:
+    return LedgerEntry.objects.filter(
+        kind=EntryKind.GRANT, idempotency_key=f"purchase:{purchase.pk}"
+    ).count()
+
+
+def test_a_payment_intent_before_the_session_grants_nothing_and_the_session_event_dates_the_lot(
+    stripe_settings: Any,
+) -> None:
+    intent_at = datetime(2027, 1, 31, 23, 59, 59, tzinfo=UTC)
+    session_at = datetime(2027, 2, 1, 0, 0, 1, tzinfo=UTC)
+    user = registered_user()
+    clock.advance(intent_at - clock.now())
+    purchase = buy(user, "standard")
+    completed = completion_event(purchase, created=int(session_at.timestamp()))
+    intent = intent_succeeded(purchase, completed, created=int(intent_at.timestamp()))
+
+    assert deliver(intent).status_code == 200
+
+    assert StripeEvent.objects.get(event_id=intent["id"]).status == StripeEventStatus.PROCESSED
+    purchase.refresh_from_db()
+    assert purchase.status == PurchaseStatus.PENDING
+    assert (purchase.lot_id, purchase.paid_at, purchase.amount_paid) == (None, None, None)
+    assert purchase.payment_intent_id == intent["data"]["object"]["id"]
+    assert purchase.charge_id == intent["data"]["object"]["latest_charge"]
+    assert purchase_grant_count(purchase) == 0
+    assert balance(user) == 100
+
+    clock.advance(session_at - clock.now())
+    assert deliver(completed).status_code == 200
+
+    purchase.refresh_from_db()
+    assert purchase.status == PurchaseStatus.PAID
+    assert purchase.paid_at == session_at
+    assert purchase.lot is not None
+    assert purchase.lot.expires_at == datetime(2027, 3, 1, 0, 0, 1, tzinfo=UTC)
+    assert purchase_grant_count(purchase) == 1
+    assert balance(user) == 100 + 5000
+    # Past the expiry the PaymentIntent's time would have given (Feb 28 23:59:59): still there.
+    clock.advance(datetime(2027, 3, 1, 0, 0, 0, tzinfo=UTC) - clock.now())
+    ledger.account_settle_due(user_id=user.pk)
+    assert balance(user) == 100 + 5000
+    clock.advance(timedelta(seconds=1))
+    ledger.account_settle_due(user_id=user.pk)
+    assert balance(user) == 100
+    assert reconcile() == []
+
+
+def test_a_payment_intent_alone_never_grants(stripe_settings: Any) -> None:
+    seen: list[Purchase] = []
+
+    def receiver(sender: object, purchase: Purchase, **kwargs: Any) -> None:
+        seen.append(purchase)
+
+    user = registered_user()
+    purchase = buy(user, "standard")
+    completed = completion_event(purchase)  # built, never delivered
+    intent = intent_succeeded(purchase, completed)
+    purchase_paid.connect(receiver)
+    try:
+        deliver(intent)
+        deliver(intent)  # redelivered
+        deliver(
+            intent_succeeded(
+                purchase, completed, latest_charge=intent["data"]["object"]["latest_charge"]
+            )
+        )
+    finally:
+        purchase_paid.disconnect(receiver)
+
+    stored = StripeEvent.objects.get(event_id=intent["id"])
+    assert (stored.status, stored.purchase_id) == (StripeEventStatus.PROCESSED, purchase.pk)
+    purchase.refresh_from_db()
+    assert purchase.status == PurchaseStatus.PENDING
+    assert (purchase.lot_id, purchase.paid_at, purchase.amount_paid) == (None, None, None)
+    assert purchase.payment_intent_id == intent["data"]["object"]["id"]
+    assert purchase_grant_count(purchase) == 0
+    assert seen == []
+    assert balance(user) == 100
+
+
+@pytest.mark.parametrize(
+    ("intent_overrides", "session_overrides", "status", "amount_paid", "credited"),
+    [
+        ({"amount_received": 1}, {}, PurchaseStatus.PAID, 2999, 5000),
+        ({"amount_received": 2999, "currency": "eur"}, {}, PurchaseStatus.PAID, 2999, 5000),
+        ({}, {"amount_total": 29990}, PurchaseStatus.NEEDS_REVIEW, 29990, 0),
+    ],
+)
+def test_the_sessions_amount_decides_even_when_the_payment_intent_arrives_first(
+    stripe_settings: Any,
+    intent_overrides: dict[str, Any],
+    session_overrides: dict[str, Any],
+    status: str,
+    amount_paid: int,
+    credited: int,
+) -> None:
+    user = registered_user()
+    purchase = buy(user, "standard")
+    completed = completion_event(purchase, **session_overrides)
+    deliver(intent_succeeded(purchase, completed, **intent_overrides))
+
+    deliver(completed)
+
+    purchase.refresh_from_db()
+    assert purchase.status == status
+    assert (purchase.amount_paid, purchase.currency_paid) == (amount_paid, "usd")
+    assert purchase_grant_count(purchase) == (1 if credited else 0)
+    assert balance(user) == 100 + credited
+    if not credited:
+        assert purchase.lot is None
+        assert "no credits granted" in purchase.status_reason
+
+
+def test_a_dispute_naming_only_the_charge_finds_the_purchase_the_payment_intent_linked(
+    stripe_settings: Any,
+) -> None:
+    user = registered_user()
+    purchase = buy(user, "standard")
+    completed = completion_event(purchase)
+    intent = intent_succeeded(purchase, completed)
+    deliver(intent)
+    opened = build_event(
+        "charge.dispute.created",
+        dispute(amount=2999, charge=intent["data"]["object"]["latest_charge"], payment_intent=None),
+    )
+
+    deliver(opened)
+
+    assert StripeEvent.objects.get(event_id=opened["id"]).status == StripeEventStatus.PROCESSED
+    purchase.refresh_from_db()
+    assert purchase.status == PurchaseStatus.DISPUTED
+    assert purchase.lot_id is None  # nothing granted before the Checkout Session event
+    assert CreditAccount.objects.get(pk=user.pk).frozen_at is not None
+
+    deliver(completed)
+
+    purchase.refresh_from_db()
+    assert purchase.status == PurchaseStatus.DISPUTED
+    assert clawbacks(purchase) == [-5000]
+    assert balance(user) == 100
+    assert reconcile() == []
 
 
 # --- amount and currency are checked against the purchase ------------------------------------
