@@ -1,32 +1,36 @@
 """Reads of the usage report and the ledger history. They write nothing.
 
-The usage figures come from the hourly buckets only (`UsageBucket`, kept by a database trigger
-on every settle), so a report costs in proportion to the hours it covers, never to the number of
+The usage figures come from the hourly buckets (`UsageBucket`, kept by a database trigger on
+every settle), so a report costs in proportion to the hours it covers, never to the number of
 requests behind them. Everything else comes from the ledger: `credits.services` for the balance
 and the spendable lots, `CreditAccount.consumed` for the all-time total.
 
-Windows are half-open, `[start, end)`, in UTC, at the buckets' resolution of one hour: a bucket
-counts when the hour it covers overlaps the window. For whole-hour bounds (and ISO dates) that
-is exactly "from inclusive, to exclusive"; a bound inside an hour takes that whole hour in.
+Windows are half-open, `[start, end)`, in UTC, and exact. The hours wholly inside a window come
+from the buckets. A bound inside an hour (not a whole hour, as a date always is) cuts that hour:
+the part of it inside the window is summed from the usage records instead, with the trigger's
+rules, over the index on (account, settled_at). There are at most two such hours, each less than
+an hour of one account's records, and whole-hour bounds read no record at all.
 """
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
 from accounts.models import ApiKey, User
 from config.errors import NotFound
 from credits import clock, services
 from credits.gateway.ratelimit import TierLimits, tier_for_balance
-from credits.models import CreditAccount, LedgerEntry, Lot
+from credits.models import CreditAccount, LedgerEntry, Lot, UsageRecord
 from credits.models.usage_buckets import UsageBucket
 
 HOUR = timedelta(hours=1)
+# The last hour a datetime can hold: nothing comes after it, so it has no end to compute.
+LAST_HOUR = datetime.max.replace(minute=0, second=0, microsecond=0, tzinfo=UTC)
 DEFAULT_DAYS = 30
 DEFAULT_HOURS = 48
 
@@ -77,6 +81,14 @@ def hour_floor(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
+def cut_hour(bound: datetime | None) -> datetime | None:
+    """The hour a bound falls inside of, or None for a whole-hour (or missing) bound."""
+    if bound is None:
+        return None
+    hour = hour_floor(bound)
+    return hour if hour != bound else None
+
+
 def default_windows(now: datetime) -> tuple[Window, Window]:
     """(days, hours) without parameters: the last 30 UTC days including today, and the last
     48 hours including the current one."""
@@ -103,12 +115,14 @@ def api_key_of_user(*, user: User, key_id: str) -> ApiKey:
 
 
 def _buckets(*, account_id: Any, window: Window, api_key_id: Any | None) -> QuerySet[UsageBucket]:
+    """The buckets of the hours wholly inside the window (an hour a bound cuts is left out)."""
     buckets = UsageBucket.objects.filter(account_id=account_id)
     if window.start is not None:
-        # A bucket overlaps [start, end) when hour + 1h > start, i.e. hour >= floor(start).
-        buckets = buckets.filter(hour__gte=hour_floor(window.start))
+        # The hour starts inside the window: for a start inside an hour, the next one on.
+        buckets = buckets.filter(hour__gte=window.start)
     if window.end is not None:
-        buckets = buckets.filter(hour__lt=window.end)
+        # hour + 1h <= end, i.e. hour < floor(end): the same as hour < end for a whole hour.
+        buckets = buckets.filter(hour__lt=hour_floor(window.end))
     if api_key_id is not None:
         buckets = buckets.filter(api_key_id=api_key_id)
     return buckets
@@ -123,12 +137,84 @@ _SUMS = {
 _COLUMNS = ("n_requests", "n_credits", "n_prompt", "n_completion")
 
 
-def usage_hourly(
+def cut_parts(window: Window) -> list[tuple[datetime, Window]]:
+    """The hours that a bound of the window falls inside of, each with the part of it inside
+    the window: at most two, one when both bounds fall inside the same hour."""
+    start_hour, end_hour = cut_hour(window.start), cut_hour(window.end)
+    if start_hour is not None and start_hour == end_hour:
+        return [(start_hour, window)]
+    parts = []
+    if start_hour is not None:
+        # From `start` to the end of its hour (`end`, if any, is at or after it).
+        end_of_hour = start_hour + HOUR if start_hour < LAST_HOUR else None
+        parts.append((start_hour, Window(window.start, end_of_hour)))
+    if end_hour is not None:
+        # From the start of its hour (`start`, if any, is at or before it) to `end`.
+        parts.append((end_hour, Window(end_hour, window.end)))
+    return parts
+
+
+def usage_of_cut_hours(
     *, account_id: Any, window: Window, api_key_id: Any | None = None
 ) -> list[tuple[datetime, UsageTotals]]:
-    """One row per UTC hour with usage in the window (keys and models added up), ascending."""
+    """The usage in the part of the cut hours (`cut_parts`) inside the window, which the
+    buckets leave out: summed from the usage records by the trigger's rules (migration
+    0005_usage_buckets), one aggregate per cut hour over less than an hour of one account's
+    records (the `usage_account_settled` index). Whole-hour bounds cut no hour: no query."""
+    charged = Q(charged__gt=0)
+    rows = []
+    for hour, part in cut_parts(window):
+        records = UsageRecord.objects.filter(account_id=account_id, settled_at__gte=part.start)
+        if part.end is not None:
+            records = records.filter(settled_at__lt=part.end)
+        if api_key_id is not None:
+            records = records.filter(api_key_id=api_key_id)
+        sums = records.aggregate(
+            requests=Count("pk"),
+            credits=Sum("charged"),
+            prompt_tokens=Sum("prompt_tokens", filter=charged),
+            completion_tokens=Sum("completion_tokens", filter=charged),
+        )
+        if sums["requests"] == 0:
+            continue  # left out, as an hour without a bucket is
+        totals = UsageTotals(
+            requests=sums["requests"],
+            credits=sums["credits"],
+            # NULL when none of the part's records was charged.
+            prompt_tokens=sums["prompt_tokens"] or 0,
+            completion_tokens=sums["completion_tokens"] or 0,
+        )
+        rows.append((hour, totals))
+    return rows
+
+
+Period = TypeVar("Period", bound=date)  # a day, or an hour (a datetime)
+
+
+def _added_up(
+    rows: list[tuple[Period, UsageTotals]], more: list[tuple[Period, UsageTotals]]
+) -> list[tuple[Period, UsageTotals]]:
+    """`rows` (one per period) with `more` added in, ascending."""
+    if not more:
+        return rows
+    by_period = dict(rows)
+    for period, totals in more:
+        by_period.setdefault(period, UsageTotals()).add(totals)
+    return sorted(by_period.items(), key=lambda row: row[0])
+
+
+def usage_hourly(
+    *,
+    account_id: Any,
+    window: Window,
+    api_key_id: Any | None = None,
+    cut_hours: list[tuple[datetime, UsageTotals]] | None = None,
+) -> list[tuple[datetime, UsageTotals]]:
+    """One row per UTC hour with usage in the window (keys and models added up), ascending:
+    the whole hours from the buckets, and `cut_hours` (from `usage_of_cut_hours`) added in."""
     rows = hourly_query(account_id=account_id, window=window, api_key_id=api_key_id)
-    return [(hour.astimezone(UTC), UsageTotals(*totals)) for hour, *totals in rows]
+    hours = [(hour.astimezone(UTC), UsageTotals(*totals)) for hour, *totals in rows]
+    return _added_up(hours, cut_hours or [])
 
 
 def hourly_query(*, account_id: Any, window: Window, api_key_id: Any | None = None) -> QuerySet:
@@ -142,12 +228,18 @@ def hourly_query(*, account_id: Any, window: Window, api_key_id: Any | None = No
 
 
 def usage_daily(
-    *, account_id: Any, window: Window, api_key_id: Any | None = None
+    *,
+    account_id: Any,
+    window: Window,
+    api_key_id: Any | None = None,
+    cut_hours: list[tuple[datetime, UsageTotals]] | None = None,
 ) -> list[tuple[date, UsageTotals]]:
-    """One row per UTC day with usage in the window, ascending. Summed in the database: the
-    default 30 days return 30 rows however many keys, models and hours lie behind them."""
+    """One row per UTC day with usage in the window, ascending, `cut_hours` added to their
+    days. Summed in the database: the default 30 days return 30 rows however many keys, models
+    and hours lie behind them."""
     rows = daily_query(account_id=account_id, window=window, api_key_id=api_key_id)
-    return [(day, UsageTotals(*totals)) for day, *totals in rows]
+    days = [(day, UsageTotals(*totals)) for day, *totals in rows]
+    return _added_up(days, [(hour.date(), totals) for hour, totals in cut_hours or []])
 
 
 def daily_query(*, account_id: Any, window: Window, api_key_id: Any | None = None) -> QuerySet:
@@ -199,11 +291,15 @@ def credits_report(
         day_window, hour_window = default_windows(now)
     else:
         day_window = hour_window = Window(start, end)
+    # Read once for both series. The default windows are whole hours and cut none.
+    cut_hours = usage_of_cut_hours(
+        account_id=account.pk, window=Window(start, end), api_key_id=api_key_id
+    )
     report.usage_by_day = usage_daily(
-        account_id=account.pk, window=day_window, api_key_id=api_key_id
+        account_id=account.pk, window=day_window, api_key_id=api_key_id, cut_hours=cut_hours
     )
     report.usage_by_hour = usage_hourly(
-        account_id=account.pk, window=hour_window, api_key_id=api_key_id
+        account_id=account.pk, window=hour_window, api_key_id=api_key_id, cut_hours=cut_hours
     )
     # The average covers the days' window (the filtered one, or the default 30 days).
     total = UsageTotals()

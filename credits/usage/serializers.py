@@ -30,7 +30,12 @@ def parse_bound(value: str, *, name: str) -> datetime:
         ) from exc
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00:00+01:00 is in the year 0 in UTC
+        raise ApplicationError(
+            f"{name} must fall within the years 1 to 9999 in UTC, got {value!r}.", field=name
+        ) from exc
 
 
 class TierSerializer(serializers.Serializer[Any]):

@@ -65,7 +65,8 @@ class CreditsApi(APIView):
                 400,
                 401,
                 404,
-                s400="invalid_request: a malformed from/to, or from not before to",
+                s400="invalid_request: a malformed from/to, one outside the years 1 to 9999 "
+                "in UTC, or from not before to",
                 s404="key_not_found: no API key of this user has that id",
             ),
         },
@@ -74,9 +75,9 @@ class CreditsApi(APIView):
         description=(
             "Without parameters usage_by_day covers the last 30 UTC days including today and "
             "usage_by_hour the last 48 hours. With from and/or to, both series and the average "
-            "cover [from, to) (a missing bound is open), at hour resolution: an hour counts "
-            "when it overlaps the window. Also accepts `Authorization: Bearer KEY` or "
-            "`X-API-Key: KEY` with the user's own API key."
+            "cover exactly [from, to) (a missing bound is open): an hour a bound falls inside "
+            "of counts only its part inside the window. Also accepts "
+            "`Authorization: Bearer KEY` or `X-API-Key: KEY` with the user's own API key."
         ),
     )
     def get(self, request: Request) -> Response:

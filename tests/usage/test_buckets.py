@@ -174,9 +174,11 @@ rows = UsageBucket.objects.values_list(
 for hour, key_id, *numbers in sorted(rows, key=lambda row: (row[0], row[1] is None)):
     print(hour.isoformat(), "key" if key_id else "none", *numbers)
 # The API's own query over SQLite's text datetimes.
-from credits.usage.selectors import Window, usage_hourly
-hourly = usage_hourly(account_id=account.pk, window=Window(
-    datetime(2026, 11, 25, 10, 30, tzinfo=UTC), datetime(2026, 11, 25, 11, 0, tzinfo=UTC)))
+from credits.usage.selectors import Window, usage_hourly, usage_of_cut_hours
+window = Window(
+    datetime(2026, 11, 25, 10, 30, tzinfo=UTC), datetime(2026, 11, 25, 11, 0, tzinfo=UTC))
+hourly = usage_hourly(account_id=account.pk, window=window,
+    cut_hours=usage_of_cut_hours(account_id=account.pk, window=window))
 print([(h.isoformat(), t.requests) for h, t in hourly])
 from credits.usage.selectors import credits_report
 report = credits_report(user=user, start=datetime(2026, 11, 25, tzinfo=UTC), end=None)
@@ -209,6 +211,6 @@ def test_the_sqlite_triggers_keep_the_same_buckets(tmp_path: Path) -> None:
         "2026-11-25T10:00:00+00:00 key 2 1 10 20",
         "2026-11-25T10:00:00+00:00 none 2 2 8 10",
         "2026-11-25T11:00:00+00:00 key 1 1 1 2",
-        "[('2026-11-25T10:00:00+00:00', 4)]",
+        "[('2026-11-25T10:00:00+00:00', 1)]",  # [10:30, 11:00) of the records: "2" only
         "[('2026-11-25', 5, 4)] 12.8",  # (10+20 + 3+4 + 5+6 + 1+2) / 4 = 12.75
     ]

@@ -225,7 +225,7 @@ def test_to_alone_covers_everything_before_it(scenario: Scenario) -> None:
     ]
 
 
-def test_datetimes_in_utc_or_with_an_offset_bound_the_window_at_hour_resolution(
+def test_datetimes_in_utc_or_with_an_offset_bound_the_window_exactly(
     scenario: Scenario,
 ) -> None:
     exact = _get(scenario.alice, "?from=2026-11-25T00:00:00Z&to=2026-11-25T09:00:00Z").json()
@@ -233,9 +233,9 @@ def test_datetimes_in_utc_or_with_an_offset_bound_the_window_at_hour_resolution(
     # 01:00 at +01:00 is 00:00 UTC; a naive datetime is UTC.
     offset = _get(scenario.alice, "?from=2026-11-25T01:00:00%2B01:00&to=2026-11-25T09:00:00")
     assert offset.json()["usage_by_hour"] == exact["usage_by_hour"]
-    # An hour counts when it overlaps the window: [00:30, 00:31) takes the 00:00 hour in.
+    # Inside an hour too: [00:30, 00:31) holds #3 only, not #2 at 00:00.
     inside = _get(scenario.alice, "?from=2026-11-25T00:30:00Z&to=2026-11-25T00:31:00Z").json()
-    assert inside["usage_by_hour"] == [_hour("2026-11-25T00:00:00Z", 2, 1, 10, 20)]
+    assert inside["usage_by_hour"] == [_hour("2026-11-25T00:00:00Z", 1, 0, 0, 0)]
 
 
 @pytest.mark.parametrize(
