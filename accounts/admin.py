@@ -15,10 +15,17 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from knox.models import AuthToken
 
 from .models import ApiKey, ServiceToken, User
 from .service_tokens import clear_cache
 from .signals import user_registered
+
+# knox registers an admin for login tokens that lets staff mint a token for any user, shown in
+# clear (and carried in the messages cookie). A secret is shown once, to its owner; staff end a
+# user's sessions by deactivating the user instead.
+if admin.site.is_registered(AuthToken):
+    admin.site.unregister(AuthToken)
 
 
 class UserCreationForm(AdminUserCreationForm):

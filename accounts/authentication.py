@@ -1,7 +1,8 @@
 """Authentication for the three kinds of caller.
 
-- The dashboard: knox tokens (`Authorization: Token ...`) and the session cookie, DRF's
-  defaults in settings.
+- The dashboard: login tokens (`Authorization: Token ...`, knox's, through
+  `accounts.login_tokens.LoginTokenAuthentication`) and the session cookie, DRF's defaults in
+  settings.
 - End users' API keys (`Authorization: Bearer sk-...` or `X-API-Key`): `ApiKeyAuthentication`,
   accepted only by `GET /api/user/credits`. A service token in that header is refused.
 - The gateway's service token (`Authorization: Bearer svc-...`) on `/internal/v1/`:

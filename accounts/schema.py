@@ -1,9 +1,16 @@
-"""How the OpenAPI document describes our two authentication classes (imported by
+"""How the OpenAPI document describes our authentication classes (imported by
 `AccountsConfig.ready`, which is how drf-spectacular finds extensions)."""
 
 from typing import Any
 
+from drf_spectacular.contrib.knox_auth_token import KnoxTokenScheme
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
+
+class LoginTokenScheme(KnoxTokenScheme):
+    """knox's own description, for our subclass of its authentication class."""
+
+    target_class = "accounts.login_tokens.LoginTokenAuthentication"
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):

@@ -40,9 +40,12 @@ def new_secret(prefix: str) -> str:
 
 def is_well_formed(secret: str, prefix: str) -> bool:
     """True when `secret` has the shape and checksum of one we issued: a mistyped or made-up
-    key is refused here, without touching the database."""
-    if len(secret) != len(prefix) + _BODY_LENGTH + _CHECKSUM_LENGTH or not secret.startswith(
-        prefix
+    key is refused here, without touching the database. Keys are ASCII (they travel in HTTP
+    headers): anything else, an unpaired surrogate included, is refused before it is encoded."""
+    if (
+        not secret.isascii()
+        or len(secret) != len(prefix) + _BODY_LENGTH + _CHECKSUM_LENGTH
+        or not secret.startswith(prefix)
     ):
         return False
     body, checksum = secret[:-_CHECKSUM_LENGTH], secret[-_CHECKSUM_LENGTH:]

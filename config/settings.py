@@ -6,6 +6,7 @@ local-memory caches and Celery tasks run eagerly. Each of `DATABASE_URL`, `REDIS
 """
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -191,7 +192,7 @@ AUTH_PASSWORD_VALIDATORS = [
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "knox.auth.TokenAuthentication",
+        "accounts.login_tokens.LoginTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -230,9 +231,9 @@ API_KEY_PREFIX = os.environ.get("API_KEY_PREFIX") or "sk-kimi-"  # empty: the de
 # Keys are recognised by shape (accounts/api_keys.py: a prefix of 1 to 24 characters before the
 # secret) and the shown prefix is stored in 32 characters (the prefix plus 8): a prefix outside
 # these bounds would make every new key a 500 or a 401, so the process refuses to start.
-if not (1 <= len(API_KEY_PREFIX) <= 24 and API_KEY_PREFIX.isprintable()) or " " in API_KEY_PREFIX:
+if not re.fullmatch(r"[\x21-\x7e]{1,24}", API_KEY_PREFIX):
     raise ImproperlyConfigured(
-        "API_KEY_PREFIX must be 1 to 24 printable characters without spaces, "
+        "API_KEY_PREFIX must be 1 to 24 printable ASCII characters, no spaces; "
         f"got {API_KEY_PREFIX!r}"
     )
 DASHBOARD_URL = os.environ.get("DASHBOARD_URL", "http://localhost:8000").rstrip("/")

@@ -330,6 +330,8 @@ class UserEmailFilter(admin.SimpleListFilter):
         value = (self.value() or "").strip()
         if not value:
             return queryset
+        if "\x00" in value:  # no address holds one, and PostgreSQL refuses it in a query
+            return queryset.none()
         return queryset.filter(account__user__email=value.lower())
 
 

@@ -13,13 +13,13 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from knox.auth import TokenAuthentication
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import ApiKeyAuthentication
+from accounts.login_tokens import LoginTokenAuthentication
 from config.errors import ApplicationError, error_responses
 from config.fields import rfc3339
 from credits import clock
@@ -42,7 +42,7 @@ class CreditsApi(APIView):
     # The dashboard's token or session, and also the user's own API key: a key holder can check
     # their balance with the credential they already have. Reading it costs no credit and no
     # rate-limit quota (nothing here touches holds or the limiter).
-    authentication_classes = [TokenAuthentication, ApiKeyAuthentication, SessionAuthentication]
+    authentication_classes = [LoginTokenAuthentication, ApiKeyAuthentication, SessionAuthentication]
 
     @extend_schema(
         operation_id="user_credits",
@@ -102,13 +102,26 @@ def _encode_cursor(entry_id: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"before": entry_id}).encode()).decode().rstrip("=")
 
 
+# A cursor we give out is `{"before": N}` in base64, about 30 characters.
+_MAX_CURSOR = 64
+
+
 def _decode_cursor(cursor: str) -> int:
     try:
+        if len(cursor) > _MAX_CURSOR:
+            raise ValueError("too long")
         padded = cursor + "=" * (-len(cursor) % 4)
         before = json.loads(base64.urlsafe_b64decode(padded.encode()))["before"]
         if not isinstance(before, int) or isinstance(before, bool) or before < 1:
             raise ValueError(before)
-    except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError) as exc:
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        binascii.Error,
+        UnicodeDecodeError,
+        RecursionError,
+    ) as exc:
         raise ApplicationError(
             "cursor is not one this API gave out; use the `next` URL as it is.", field="cursor"
         ) from exc
