@@ -30,6 +30,7 @@ from django.db import InterfaceError, OperationalError
 from accounts import secrets
 from accounts.api_keys import api_key_is_well_formed
 from config import observability
+from config.text import storable
 from credits import clock
 
 from . import backends, decisions
@@ -67,20 +68,6 @@ def _body(call: Call) -> dict[str, Any]:
     return body
 
 
-def _storable(value: str) -> bool:
-    """Whether PostgreSQL can store `value` as text: JSON can carry a NUL (`\\u0000`) and an
-    unpaired surrogate (`\\ud800`), which PostgreSQL and UTF-8 refuse."""
-    if "\x00" in value:
-        return False
-    if value.isascii():
-        return True
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _string(
     body: dict[str, Any],
     field: str,
@@ -100,7 +87,7 @@ def _string(
         return None
     if not isinstance(value, str):
         raise BadRequest(f"{field} must be a string.", field)
-    if not _storable(value):
+    if not storable(value):
         if not recorded:
             raise BadRequest(
                 f"{field} must not contain NUL characters or unpaired surrogates.", field

@@ -17,6 +17,8 @@ handler never loses an event:
 
 import json
 import logging
+import math
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +30,7 @@ from django.db.models import QuerySet
 from accounts.models import User
 from config import observability
 from config.errors import ApplicationError
+from config.text import storable
 from credits import clock
 from credits.errors import AccountFrozen, IdempotencyConflict
 from credits.models import CreditAccount
@@ -88,6 +91,13 @@ def purchase_create(
             raise ApplicationError(
                 f"The Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} "
                 "characters long.",
+                code="invalid_idempotency_key",
+            )
+        if any(unicodedata.category(char) in ("Cc", "Cs") for char in idempotency_key):
+            # NUL and lone surrogates cannot be stored in PostgreSQL; other control characters
+            # could, but no client means them.
+            raise ApplicationError(
+                "The Idempotency-Key header must not contain control characters.",
                 code="invalid_idempotency_key",
             )
         existing = _purchase_by_client_key(user, idempotency_key, package_slug)
@@ -193,7 +203,8 @@ def _checkout_ensure(purchase: Purchase) -> Purchase:
 
 
 def stripe_event_verify(*, payload: bytes, signature: str | None) -> dict[str, Any]:
-    """The event in `payload` if Stripe signed it within the last 300 s; else a 400."""
+    """The event in `payload` if Stripe signed it within the last 300 s and it can be stored;
+    else a 400."""
     secret = settings.STRIPE_WEBHOOK_SECRET
     if not secret:
         raise PaymentsUnavailable("Payments are not available: Stripe is not configured.")
@@ -208,9 +219,10 @@ def stripe_event_verify(*, payload: bytes, signature: str | None) -> dict[str, A
             "The Stripe signature does not match this payload or is older than 300 seconds.",
             code="invalid_signature",
         ) from exc
-    except (ValueError, AttributeError, TypeError) as exc:
-        # ValueError: not JSON. AttributeError/TypeError: signed JSON that is not an object
-        # (a list, a number): stripe's Event constructor calls `.get` on it.
+    except (ValueError, AttributeError, TypeError, RecursionError) as exc:
+        # ValueError: not JSON (or not UTF-8). AttributeError/TypeError: signed JSON that is not
+        # an object (a list, a number): stripe's Event constructor calls `.get` on it.
+        # RecursionError: JSON nested deeper than the parser goes.
         raise ApplicationError("The body is not a Stripe event.", code="invalid_payload") from exc
     event = json.loads(payload)
     data = event.get("data") if isinstance(event, dict) else None
@@ -223,7 +235,67 @@ def stripe_event_verify(*, payload: bytes, signature: str | None) -> dict[str, A
         or not isinstance(data.get("object"), dict)
     ):
         raise ApplicationError("The body is not a Stripe event.", code="invalid_payload")
+    _stripe_event_check_storable(event)
     return event
+
+
+EVENT_ID_MAX_LENGTH = StripeEvent._meta.get_field("event_id").max_length or 255
+
+
+def _stripe_event_check_storable(event: dict[str, Any]) -> None:
+    """A 400 for a signed event that `stripe_event_record` could never store: Stripe retries a
+    4xx, but no retry of such an event can succeed, and it must not be a 500."""
+    event_id, created = event["id"], event["created"]
+    problem: tuple[str, str | None] | None = None
+    if not 1 <= len(event_id) <= EVENT_ID_MAX_LENGTH or not storable(event_id):
+        problem = (
+            f"The event id must be 1 to {EVENT_ID_MAX_LENGTH} characters, "
+            "without NUL or unpaired surrogates.",
+            "id",
+        )
+    elif isinstance(created, bool) or _timestamp_to_datetime(created) is None:
+        problem = ("The event's created time is not a Unix timestamp.", "created")
+    elif (where := _unstorable_json(event)) is not None:
+        problem = (f"The event contains {where}, which cannot be stored.", None)
+    if problem is None:
+        return
+    message, field = problem
+    # Only an id that prints as is goes to the log (no NUL, surrogate, newline or other control).
+    printable = event_id if len(event_id) <= EVENT_ID_MAX_LENGTH and event_id.isprintable() else ""
+    logger.warning(
+        "Refused signed Stripe event %s: %s",
+        printable or "(id not printable)",
+        message,
+    )
+    raise ApplicationError(message, code="invalid_payload", field=field)
+
+
+def _timestamp_to_datetime(timestamp: int) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(timestamp, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _unstorable_json(value: Any) -> str | None:
+    """What in a parsed JSON document jsonb would refuse, or None. Iterative: the document may
+    be nested as deep as the JSON parser allows."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not storable(key):
+                    return "a NUL or an unpaired surrogate in a key"
+                stack.append(child)
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if not storable(item):
+                return "a NUL or an unpaired surrogate in a string"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "NaN or Infinity"
+    return None
 
 
 def stripe_event_record(*, event: dict[str, Any]) -> tuple[StripeEvent, bool]:

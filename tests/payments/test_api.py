@@ -341,3 +341,22 @@ def test_a_user_lists_only_their_own_purchases_with_states_and_amounts(
     assert pending_row["status"] == "pending"
     assert pending_row["paid_at"] is None
     assert pending_row["checkout_url"].startswith("https://checkout.stripe.com/")
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["a\x00b", "\x00", "a\ud800b", "\udfff", "line\nbreak", "tab\there", "del\x7f", "c1\x85"],
+)
+def test_an_idempotency_key_that_cannot_be_stored_is_refused_and_creates_nothing(
+    stripe_settings: StripeRecordedServer, key: str
+) -> None:
+    response = api_client(registered_user()).post(
+        "/api/purchases", {"package": "starter"}, format="json", HTTP_IDEMPOTENCY_KEY=key
+    )
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_idempotency_key"
+    assert "Idempotency-Key" in error["message"]
+    assert Purchase.objects.count() == 0
+    assert stripe_settings.requests == []

@@ -303,3 +303,119 @@ def test_an_event_whose_enqueue_was_lost_is_processed_by_the_requeue_sweep(
     assert purchase_grants(purchase.pk) == 1
     assert balance(user) == 100 + 5000
     assert reconcile() == []
+
+
+# --- signed events that can never be stored --------------------------------------------------
+
+
+def _nest_deeply(event: dict[str, Any]) -> bytes:
+    event["data"]["object"]["metadata"]["deep"] = "__deep__"
+    return event_payload(event).replace(b'"__deep__"', b"[" * 3000 + b"]" * 3000)
+
+
+def _put(path: str, value: Any) -> Any:
+    def mutate(event: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        target = event
+        for key in parents:
+            target = target[key]
+        target[last] = value
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("case", "mutate", "field", "logs_id"),
+    [
+        ("created far in the future", _put("created", 10**20), "created", True),
+        ("created far in the past", _put("created", -(10**12)), "created", True),
+        ("created beyond any float", _put("created", 10**400), "created", True),
+        ("created is a boolean", _put("created", True), "created", True),
+        ("id over 255 characters", _put("id", "evt_" + "x" * 300), "id", False),
+        ("empty id", _put("id", ""), "id", False),
+        ("NUL in the id", _put("id", "evt_a\u0000b"), "id", False),
+        ("lone surrogate in the id", _put("id", "evt_a\ud800b"), "id", False),
+        ("NUL in the type", _put("type", "checkout.session.completed\u0000"), None, True),
+        (
+            "NUL in the object",
+            _put("data.object.customer_details", {"name": "a\u0000b"}),
+            None,
+            True,
+        ),
+        (
+            "lone surrogate in the object",
+            _put("data.object.customer_details", {"name": "a\ud800b"}),
+            None,
+            True,
+        ),
+        ("NUL in a key", _put("data.object.metadata", {"a\u0000": "b"}), None, True),
+        ("lone surrogate in a key", _put("data.object.metadata", {"\udfff": "b"}), None, True),
+        ("NaN in the object", _put("data.object.amount_subtotal", float("nan")), None, True),
+        ("Infinity in the object", _put("data.object.amount_subtotal", float("inf")), None, True),
+    ],
+)
+def test_a_signed_event_that_cannot_be_stored_is_refused_with_nothing_stored_or_granted(
+    stripe_settings: Any,
+    caplog: pytest.LogCaptureFixture,
+    case: str,
+    mutate: Any,
+    field: str | None,
+    logs_id: bool,
+) -> None:
+    user = registered_user()
+    purchase = buy(user, "standard")
+    event = completion_event(purchase)
+    mutate(event)
+
+    with caplog.at_level("WARNING", logger="credits.payments.services"):
+        response = deliver(event)
+
+    assert response.status_code == 400, case
+    assert response.json()["error"]["code"] == "invalid_payload"
+    assert response.json()["error"].get("field") == field
+    assert StripeEvent.objects.count() == 0
+    assert purchase_grants(purchase.pk) == 0
+    assert balance(user) == 100
+    refusals = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelname == "WARNING" and "refused" in r.getMessage().lower()
+    ]
+    assert len(refusals) == 1
+    # The id is named when it is printable as is; a NUL or a surrogate never reaches the log.
+    if logs_id:
+        assert event["id"] in refusals[0]
+    elif event["id"]:
+        assert event["id"] not in refusals[0]
+    assert "\u0000" not in refusals[0]
+    assert all(not 0xD800 <= ord(c) <= 0xDFFF for c in refusals[0])
+
+
+def test_a_signed_event_nested_too_deeply_to_parse_is_refused(stripe_settings: Any) -> None:
+    user = registered_user()
+    purchase = buy(user, "standard")
+    body = _nest_deeply(completion_event(purchase))
+
+    response = Client().post(
+        WEBHOOK_URL,
+        data=body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=sign_payload(body, WEBHOOK_SECRET),
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_payload"
+    assert StripeEvent.objects.count() == 0
+    assert balance(user) == 100
+
+
+def test_an_event_created_at_the_edges_of_the_datetime_range_is_stored(
+    stripe_settings: Any,
+) -> None:
+    earliest = build_event("customer.created", {"id": "cus_1"}, created=-62135596800)
+    latest = build_event("customer.created", {"id": "cus_2"}, created=253402300799)
+
+    assert deliver(earliest).status_code == 200
+    assert deliver(latest).status_code == 200
+    assert StripeEvent.objects.get(event_id=earliest["id"]).created.year == 1
+    assert StripeEvent.objects.get(event_id=latest["id"]).created.year == 9999
