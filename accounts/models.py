@@ -1,7 +1,8 @@
 """Users, their API keys and the gateway's service tokens.
 
-- `User` logs in with an email, unique case-insensitively (stored lower-cased under a unique
-  index), and is deactivated rather than deleted once the ledger mentions it.
+- `User` logs in with an email, unique case-insensitively: stored as `normalize_email` gives
+  it, under a unique index, and looked up by exact match on that same value. It is deactivated
+  rather than deleted once the ledger mentions it.
 - `ApiKey` is an end user's key for the model API. Only its SHA-256 digest is stored (see
   `accounts.secrets`); the full key is shown once, at creation. A revoked key keeps its row so
   that usage and ledger history still name it.
@@ -9,6 +10,7 @@
 """
 
 import secrets
+import unicodedata
 import uuid
 from typing import Any, ClassVar
 
@@ -27,15 +29,31 @@ def new_invite_code() -> str:
     return "".join(secrets.choice(INVITE_CODE_ALPHABET) for _ in range(INVITE_CODE_LENGTH))
 
 
+def normalize_email(email: str | None) -> str:
+    """The one form of an email address: what is stored, what registration checks, what login
+    looks up (by exact match) and what the login throttles count. Nothing compares addresses
+    any other way (no `iexact`: PostgreSQL's UPPER() equates more than this does).
+
+    NFKC, then Python's `lower()`. NFKC because Django's admin login form applies it to what is
+    typed (`UsernameField`), so the API must too, or one address would be two accounts. So:
+    U+017F (long s) is `s` and U+212A (Kelvin sign) is `k`: one account with the ASCII address
+    for every operation. U+0131 (dotless i), U+00DF (sharp s) and U+0130 (I with dot) are left
+    as they are: "al\u0131ce@" is another address (and account) than "alice@" for every
+    operation (U+0130 lower-cases to `i` plus a combining dot, which registration refuses)."""
+    return unicodedata.normalize("NFKC", email or "").strip().lower()
+
+
 class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
 
     @classmethod
     def normalize_email(cls, email: str | None) -> str:
-        return (email or "").strip().lower()
+        return normalize_email(email)
 
     def get_by_natural_key(self, username: str | None) -> "User":
-        return self.get(email__iexact=username)
+        # Used by ModelBackend, so by the API login and the admin login alike. Exact match on
+        # the unique column: at most one row can ever match.
+        return self.get(email=normalize_email(username))
 
     def create_user(self, email: str, password: str | None = None, **extra: Any) -> "User":
         if not email:
@@ -53,7 +71,8 @@ class UserManager(BaseUserManager["User"]):
 
 class User(AbstractBaseUser, PermissionsMixin):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    # Stored lower-cased (see `normalize_email`), so the plain unique index is case-insensitive.
+    # Stored normalized (see `normalize_email`, applied on every save), so the plain unique
+    # index is uniqueness of the normalized address.
     email = models.EmailField(max_length=254, unique=True)
     # Shown to the user to share; stored upper-case, matched case-insensitively (upper-cased
     # input). It lives here, not in `referrals`, because every user has one from registration.
@@ -73,7 +92,12 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def clean(self) -> None:
         super().clean()
-        self.email = UserManager.normalize_email(self.email)
+        self.email = normalize_email(self.email)
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Whatever path writes the row (registration, admin, shell), it is stored normalized.
+        self.email = normalize_email(self.email)
+        super().save(*args, **kwargs)
 
 
 class ApiKeyQuerySet(models.QuerySet["ApiKey"]):

@@ -19,14 +19,16 @@ from django.utils import timezone
 from config.errors import ApplicationError, NotFound
 
 from . import secrets
-from .models import ApiKey, User, UserManager
+from .models import ApiKey, User, normalize_email
 from .signals import user_registered
 
 API_KEY_NAME_MAX_LENGTH = 100
 
 
 def user_register(*, email: str, password: str, invite_code: str = "") -> User:
-    email = UserManager.normalize_email(email)
+    # The form login looks up and the throttles count (see `normalize_email`), so an address
+    # taken here is exactly an address that logs in to that account.
+    email = normalize_email(email)
     if not email:
         raise ApplicationError("email is required.", code="missing_field", field="email")
     if not password:

@@ -7,6 +7,8 @@ from django.core.cache.backends.locmem import LocMemCache
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
+from .models import normalize_email
+
 logger = logging.getLogger(__name__)
 
 # Where the counts go while Redis is unreachable: per process, so still a brake on guessing.
@@ -36,10 +38,9 @@ class LoginThrottle(_SurvivesRedisOutage):
     scope = "login"
 
     def get_cache_key(self, request: Request, view: Any) -> str:
-        data = request.data if isinstance(request.data, dict) else {}
-        email = str(data.get("email") or "").strip().lower()
+        email = _email(request)
         # Hashed: the cache holds no email addresses.
-        ident = sha256(f"{self.get_ident(request)}|{email}".encode()).hexdigest()
+        ident = sha256(_utf8(f"{self.get_ident(request)}|{email}")).hexdigest()
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
@@ -52,9 +53,21 @@ class LoginEmailThrottle(_SurvivesRedisOutage):
     rate = "30/min"
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
-        data = request.data if isinstance(request.data, dict) else {}
-        email = str(data.get("email") or "").strip().lower()
+        email = _email(request)
         if not email:
             return None
-        ident = sha256(email.encode()).hexdigest()
+        ident = sha256(_utf8(email)).hexdigest()
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+def _email(request: Request) -> str:
+    """The address as login looks it up (`normalize_email`), so every spelling of one account
+    shares its count and no other account's."""
+    data = request.data if isinstance(request.data, dict) else {}
+    return normalize_email(str(data.get("email") or ""))
+
+
+def _utf8(text: str) -> bytes:
+    """Throttles run before the serializer refuses a lone surrogate (400): encoded here so such
+    a body is still counted, under a key of its own, rather than a 500."""
+    return text.encode("utf-8", "surrogatepass")

@@ -26,7 +26,7 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from accounts.admin import UserAdmin
-from accounts.models import ApiKey, User
+from accounts.models import ApiKey, User, normalize_email
 
 from . import services
 from .admin_forms import AdjustCreditsForm, TierForm
@@ -332,7 +332,7 @@ class UserEmailFilter(admin.SimpleListFilter):
             return queryset
         if "\x00" in value:  # no address holds one, and PostgreSQL refuses it in a query
             return queryset.none()
-        return queryset.filter(account__user__email=value.lower())
+        return queryset.filter(account__user__email=normalize_email(value))
 
 
 @admin.register(LedgerEntry)

@@ -49,7 +49,7 @@ class Command(BaseCommand):
 
 def _user(email: str) -> User:
     try:
-        return User.objects.get(email__iexact=email.strip())
+        return User.objects.get_by_natural_key(email)  # the address as login finds it
     except User.DoesNotExist as exc:
         raise CommandError(f"No user with the email {email!r}.") from exc
 
