@@ -16,3 +16,9 @@ def storable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def made_storable(text: str) -> str:
+    """`text` with what PostgreSQL cannot store taken out: NULs dropped, an unpaired surrogate
+    replaced with `?`. For text that is only recorded, never a reason to refuse a request."""
+    return text.replace("\x00", "").encode(errors="replace").decode()

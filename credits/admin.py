@@ -27,6 +27,7 @@ from django.utils.text import Truncator
 
 from accounts.admin import UserAdmin
 from accounts.models import ApiKey, User, normalize_email
+from config.text import storable
 
 from . import services
 from .admin_forms import AdjustCreditsForm, TierForm
@@ -330,7 +331,7 @@ class UserEmailFilter(admin.SimpleListFilter):
         value = (self.value() or "").strip()
         if not value:
             return queryset
-        if "\x00" in value:  # no address holds one, and PostgreSQL refuses it in a query
+        if not storable(value):  # no address holds a NUL, and PostgreSQL refuses it in a query
             return queryset.none()
         return queryset.filter(account__user__email=normalize_email(value))
 

@@ -30,7 +30,7 @@ from django.db import InterfaceError, OperationalError
 from accounts import secrets
 from accounts.api_keys import api_key_is_well_formed
 from config import observability
-from config.text import storable
+from config.text import made_storable, storable
 from credits import clock
 
 from . import backends, decisions
@@ -92,7 +92,7 @@ def _string(
             raise BadRequest(
                 f"{field} must not contain NUL characters or unpaired surrogates.", field
             )
-        value = value.replace("\x00", "").encode(errors="replace").decode()
+        value = made_storable(value)
     if required and not value:
         raise BadRequest(f"{field} must not be empty.", field)
     if max_length is not None and len(value) > max_length:

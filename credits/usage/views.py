@@ -102,7 +102,8 @@ def _encode_cursor(entry_id: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"before": entry_id}).encode()).decode().rstrip("=")
 
 
-# A cursor we give out is `{"before": N}` in base64, about 30 characters.
+# A cursor we give out is `{"before": N}` in base64, about 30 characters. The bound also keeps
+# what is decoded shallow (a deeply nested JSON array was a RecursionError, a 500).
 _MAX_CURSOR = 64
 
 
@@ -114,14 +115,7 @@ def _decode_cursor(cursor: str) -> int:
         before = json.loads(base64.urlsafe_b64decode(padded.encode()))["before"]
         if not isinstance(before, int) or isinstance(before, bool) or before < 1:
             raise ValueError(before)
-    except (
-        ValueError,
-        TypeError,
-        KeyError,
-        binascii.Error,
-        UnicodeDecodeError,
-        RecursionError,
-    ) as exc:
+    except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError) as exc:
         raise ApplicationError(
             "cursor is not one this API gave out; use the `next` URL as it is.", field="cursor"
         ) from exc

@@ -28,6 +28,16 @@ from .conftest import (
 pytestmark = pytest.mark.django_db
 
 
+def _post_signed(body: bytes) -> Any:
+    """POST raw bytes, correctly signed: for bodies `deliver` cannot build from an event."""
+    return Client().post(
+        WEBHOOK_URL,
+        data=body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=sign_payload(body, WEBHOOK_SECRET),
+    )
+
+
 def purchase_grants(purchase_pk: object) -> int:
     return LedgerEntry.objects.filter(
         idempotency_key=f"purchase:{purchase_pk}", kind=EntryKind.GRANT
@@ -121,13 +131,7 @@ def test_without_a_webhook_secret_nothing_is_stored(stripe_settings: Any) -> Non
 
 
 def test_a_signed_body_that_is_not_an_event_is_refused(stripe_settings: Any) -> None:
-    body = b'{"id": "evt_1", "type": "x"}'
-    response = Client().post(
-        WEBHOOK_URL,
-        data=body,
-        content_type="application/json",
-        HTTP_STRIPE_SIGNATURE=sign_payload(body, WEBHOOK_SECRET),
-    )
+    response = _post_signed(b'{"id": "evt_1", "type": "x"}')
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_payload"
@@ -394,14 +398,7 @@ def test_a_signed_event_that_cannot_be_stored_is_refused_with_nothing_stored_or_
 def test_a_signed_event_nested_too_deeply_to_parse_is_refused(stripe_settings: Any) -> None:
     user = registered_user()
     purchase = buy(user, "standard")
-    body = _nest_deeply(completion_event(purchase))
-
-    response = Client().post(
-        WEBHOOK_URL,
-        data=body,
-        content_type="application/json",
-        HTTP_STRIPE_SIGNATURE=sign_payload(body, WEBHOOK_SECRET),
-    )
+    response = _post_signed(_nest_deeply(completion_event(purchase)))
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_payload"
