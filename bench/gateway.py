@@ -582,7 +582,8 @@ def compare_limiters(args: argparse.Namespace) -> dict[str, float]:
 
 
 def check_ledger(charged_by_clients: int) -> dict[str, Any]:
-    from credits.models import EntryKind, LedgerEntry, UsageRecord
+    from credits.gateway.models import UsageRecord
+    from credits.models import EntryKind, LedgerEntry
     from credits.reconciliation import reconcile
 
     discrepancies = reconcile()

@@ -48,7 +48,8 @@ from accounts.models import User  # noqa: E402
 from accounts.services import api_key_create  # noqa: E402
 from accounts.signals import user_registered  # noqa: E402
 from credits import clock, services  # noqa: E402
-from credits.models import CreditAccount, LotSource, UsageBucket, UsageRecord  # noqa: E402
+from credits.gateway.models import UsageBucket, UsageRecord  # noqa: E402
+from credits.models import CreditAccount, LotSource  # noqa: E402
 
 DAYS = 90
 MODELS = ("kimi-k2-0905", "kimi-k2-turbo-preview")

@@ -84,6 +84,9 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "accounts",
     "credits",
+    "credits.gateway",
+    "credits.payments",
+    "credits.usage",
     "referrals",
 ]
 

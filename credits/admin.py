@@ -4,9 +4,11 @@
   balance, reserved and available credits, live lots, recent ledger entries, API keys inline,
   and the "Adjust credits" form for staff holding `credits.adjust_credits`;
 - ledger entries: read-only for everyone, superusers included (the table is append-only);
-- rate-limit tiers and the credit settings, validated by the model's constraints and `clean()`;
-- the index page's figures of the day (`templates/admin/credits/index.html`);
-- packages, purchases and Stripe events: `credits/payments/admin.py`.
+- the credit settings;
+- the index page's figures of the day (`templates/admin/credits/index.html`).
+
+Tiers are in `credits/gateway/admin.py`; packages, purchases and Stripe events in
+`credits/payments/admin.py`.
 
 Every credit movement made here goes through `credits.services`; nothing writes ledger rows.
 """
@@ -30,11 +32,9 @@ from accounts.models import ApiKey, User, normalize_email
 from config.text import storable
 
 from . import services
-from .admin_forms import AdjustCreditsForm, TierForm
+from .admin_forms import AdjustCreditsForm
 from .errors import IdempotencyConflict, InsufficientCredits
-from .gateway.ratelimit import tiers_cache_clear
-from .models import CreditAccount, CreditSettings, LedgerEntry, Tier
-from .payments import admin as payments_admin  # noqa: F401
+from .models import CreditAccount, CreditSettings, LedgerEntry
 
 ADJUST_PERMISSION = "credits.adjust_credits"
 RECENT_ENTRIES = 20
@@ -400,33 +400,6 @@ class LedgerEntryAdmin(admin.ModelAdmin):
 
 
 # --- data staff edit -------------------------------------------------------------------------
-
-
-@admin.register(Tier)
-class TierAdmin(admin.ModelAdmin):
-    form = TierForm
-    list_display = (
-        "name",
-        "min_balance",
-        "max_balance",
-        "requests_per_minute",
-        "requests_per_hour",
-        "requests_per_day",
-    )
-    ordering = ("min_balance",)
-
-    def save_model(self, request: HttpRequest, obj: Tier, form: Any, change: bool) -> None:
-        super().save_model(request, obj, form, change)
-        # This process forgets at once; other workers within ratelimit.TIER_CACHE_SECONDS.
-        tiers_cache_clear()
-
-    def delete_model(self, request: HttpRequest, obj: Tier) -> None:
-        super().delete_model(request, obj)
-        tiers_cache_clear()
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Tier]) -> None:
-        super().delete_queryset(request, queryset)
-        tiers_cache_clear()
 
 
 @admin.register(CreditSettings)

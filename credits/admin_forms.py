@@ -1,4 +1,4 @@
-"""Forms of the admin console: the staff credit adjustment and the rate-limit tier form."""
+"""Forms of the ledger's admin: the staff credit adjustment."""
 
 import uuid
 from datetime import datetime
@@ -8,8 +8,6 @@ from django import forms
 from django.contrib.admin import widgets
 
 from . import clock
-from .models import Tier
-from .models.payments import Package
 
 # The ledger's balances are 32-bit integers; one adjustment stays far below that.
 MAX_ADJUSTMENT = 100_000_000
@@ -66,71 +64,3 @@ class AdjustCreditsForm(forms.Form):
     @property
     def idempotency_key(self) -> str:
         return f"admin-adjust:{self.cleaned_data['form_id']}"
-
-
-class TierForm(forms.ModelForm):
-    """The model's CHECK constraints and `Tier.clean` (no overlapping ranges) run through the
-    ModelForm's `full_clean`; the field bounds here put the plain mistakes next to their field."""
-
-    class Meta:
-        model = Tier
-        fields = (
-            "name",
-            "min_balance",
-            "max_balance",
-            "requests_per_minute",
-            "requests_per_hour",
-            "requests_per_day",
-        )
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for name in ("min_balance", "requests_per_minute", "requests_per_hour", "requests_per_day"):
-            self.fields[name].widget.attrs["min"] = 1
-            self.fields[name].validators.append(_at_least_one)
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        low, high = cleaned.get("min_balance"), cleaned.get("max_balance")
-        if low is not None and high is not None and high < low:
-            self.add_error("max_balance", "The upper bound must not be below the lower bound.")
-        return cleaned
-
-
-class PackageForm(forms.ModelForm):
-    """Packages: the model's CHECK constraints (credits and price positive, currency lower-case
-    ISO, validity positive) run through `full_clean`; an Enterprise package is sold to the
-    customers named on it, so it needs at least one, and a public one names none."""
-
-    class Meta:
-        model = Package
-        fields = (
-            "slug",
-            "name",
-            "credits",
-            "price_amount",
-            "currency",
-            "validity_months",
-            "active",
-            "enterprise",
-            "customers",
-        )
-
-    def clean_currency(self) -> str:
-        currency: str = self.cleaned_data["currency"]
-        return currency.strip().lower()
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        customers = cleaned.get("customers")
-        has_customers = customers is not None and len(customers) > 0
-        if cleaned.get("enterprise") and not has_customers:
-            self.add_error("customers", "Name at least one customer for an Enterprise package.")
-        elif not cleaned.get("enterprise") and has_customers:
-            self.add_error("customers", "Only Enterprise packages are limited to customers.")
-        return cleaned
-
-
-def _at_least_one(value: int) -> None:
-    if value < 1:
-        raise forms.ValidationError("Must be at least 1.")

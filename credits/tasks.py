@@ -6,7 +6,6 @@ account first. The sweep only keeps idle accounts' entries timely."""
 from celery import shared_task
 
 from . import services
-from .payments import tasks as _payments_tasks  # noqa: F401  (Celery discovers only credits.tasks)
 
 
 @shared_task(name="credits.tasks.sweep_expired", ignore_result=True)

@@ -7,7 +7,7 @@ from typing import Any
 from django.dispatch import receiver
 
 from accounts.signals import user_registered
-from credits.signals import purchase_paid, purchase_reversed
+from credits.payments.signals import purchase_paid, purchase_reversed
 
 from . import services
 

@@ -32,8 +32,8 @@ def ensure_documented_tiers() -> None:
     test's flush removes the seed), and drop any cached copy."""
     import importlib
 
+    from credits.gateway.models import Tier
     from credits.gateway.ratelimit import tiers_cache_clear
-    from credits.models import Tier
 
     seed = importlib.import_module("credits.migrations.0002_ledger_append_only_and_seed")
     for name, low, high, per_minute, per_hour, per_day in seed.TIERS:
@@ -55,7 +55,7 @@ def ensure_seeded_packages() -> None:
     flush removes the seed)."""
     import importlib
 
-    from credits.models import Package
+    from credits.payments.models import Package
 
     seed = importlib.import_module("credits.migrations.0004_payments")
     for slug, name, credits, price, months in seed.SEED:

@@ -33,7 +33,8 @@ from credits.errors import (
     IdempotencyConflict,
     InsufficientCredits,
 )
-from credits.models import CreditAccount, Hold, UsageRecord
+from credits.gateway.models import UsageRecord
+from credits.models import CreditAccount, Hold
 
 # Outcomes shared by both implementations.
 OK = "ok"

@@ -24,7 +24,7 @@ import redis
 from django.conf import settings
 
 from config.redis import redis_lane
-from credits.models import Tier
+from credits.gateway.models import Tier
 
 logger = logging.getLogger(__name__)
 

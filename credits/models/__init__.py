@@ -1,8 +1,6 @@
-"""Models of the `credits` app, one module per concern (each opens with its design):
-
-- `ledger`: accounts, lots, append-only entries, holds, tiers (the heart; see its docstring);
-- `usage`: what each settled gateway request used (issue: gateway hot path, usage tracking);
-- `payments`: packages, purchases and Stripe events.
+"""Models of the ledger (`credits`): accounts, lots, append-only entries, holds and the credit
+settings; the design is in `ledger`'s docstring. The gateway's, payments' and usage's models live
+in their own apps (`credits.gateway.models`, `credits.payments.models`).
 """
 
 from .ledger import (
@@ -14,11 +12,7 @@ from .ledger import (
     LedgerEntry,
     Lot,
     LotSource,
-    Tier,
 )
-from .payments import Package, Purchase, StripeEvent  # noqa: F401
-from .usage import UsageOutcome, UsageRecord  # noqa: F401
-from .usage_buckets import UsageBucket  # noqa: F401
 
 __all__ = [
     "CreditAccount",
@@ -29,5 +23,4 @@ __all__ = [
     "LedgerEntry",
     "Lot",
     "LotSource",
-    "Tier",
 ]

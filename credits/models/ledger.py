@@ -19,56 +19,8 @@ deactivated, never deleted. All writes go through `credits.services`.
 import uuid
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
-
-
-class Tier(models.Model):
-    """A rate-limit tier, chosen by the balance before a request. Editable by staff."""
-
-    name = models.CharField(max_length=32, unique=True)
-    min_balance = models.PositiveIntegerField()
-    max_balance = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Empty: no upper bound."
-    )
-    requests_per_minute = models.PositiveIntegerField()
-    requests_per_hour = models.PositiveIntegerField()
-    requests_per_day = models.PositiveIntegerField()
-
-    class Meta:
-        ordering = ("min_balance",)
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(min_balance__gte=1), name="tier_min_balance_positive"
-            ),
-            models.CheckConstraint(
-                condition=Q(max_balance__isnull=True) | Q(max_balance__gte=F("min_balance")),
-                name="tier_max_not_below_min",
-            ),
-            models.CheckConstraint(
-                condition=Q(requests_per_minute__gt=0)
-                & Q(requests_per_hour__gt=0)
-                & Q(requests_per_day__gt=0),
-                name="tier_limits_positive",
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return self.name
-
-    def clean(self) -> None:
-        if self.min_balance is None:
-            return  # the field's own error says so; a None here would break the query below
-        top = self.max_balance
-        overlapping = Tier.objects.exclude(pk=self.pk).filter(
-            Q(max_balance__isnull=True) | Q(max_balance__gte=self.min_balance)
-        )
-        if top is not None:
-            overlapping = overlapping.filter(min_balance__lte=top)
-        clash = overlapping.first()
-        if clash is not None:
-            raise ValidationError(f"The balance range overlaps the tier {clash.name}.")
 
 
 class CreditSettings(models.Model):

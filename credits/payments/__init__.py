@@ -5,5 +5,5 @@
 - `handlers`: what each Stripe event type does to a purchase (called by `services` only);
 - `tasks`: the Celery task that processes a stored event; `views`, `serializers`, `urls`, `admin`.
 
-Models live in `credits.models.payments`.
+Models live in `credits.payments.models`.
 """

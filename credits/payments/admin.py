@@ -1,16 +1,52 @@
-"""Admin for packages, purchases and Stripe events (imported by credits/admin.py)."""
+"""Admin for packages, purchases and Stripe events."""
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from credits import services as ledger
-from credits.admin_forms import PackageForm
-from credits.models.payments import Package, Purchase, StripeEvent, StripeEventStatus
+from credits.payments.models import Package, Purchase, StripeEvent, StripeEventStatus
 
 # tasks: imported so that every process loading the admin (Celery workers too, through
 # django.setup()) registers the Stripe event task.
 from . import services, tasks  # noqa: F401
+
+
+class PackageForm(forms.ModelForm):
+    """Packages: the model's CHECK constraints (credits and price positive, currency lower-case
+    ISO, validity positive) run through `full_clean`; an Enterprise package is sold to the
+    customers named on it, so it needs at least one, and a public one names none."""
+
+    class Meta:
+        model = Package
+        fields = (
+            "slug",
+            "name",
+            "credits",
+            "price_amount",
+            "currency",
+            "validity_months",
+            "active",
+            "enterprise",
+            "customers",
+        )
+
+    def clean_currency(self) -> str:
+        currency: str = self.cleaned_data["currency"]
+        return currency.strip().lower()
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        customers = cleaned.get("customers")
+        has_customers = customers is not None and len(customers) > 0
+        if cleaned.get("enterprise") and not has_customers:
+            self.add_error("customers", "Name at least one customer for an Enterprise package.")
+        elif not cleaned.get("enterprise") and has_customers:
+            self.add_error("customers", "Only Enterprise packages are limited to customers.")
+        return cleaned
 
 
 @admin.register(Package)

@@ -27,8 +27,8 @@ from django.db.models import Sum
 
 from credits import services as ledger
 from credits.models import EntryKind, LedgerEntry, LotSource
-from credits.models.payments import Purchase, PurchaseStatus, StripeEvent, StripeEventStatus
-from credits.signals import purchase_paid, purchase_reversed
+from credits.payments.models import Purchase, PurchaseStatus, StripeEvent, StripeEventStatus
+from credits.payments.signals import purchase_paid, purchase_reversed
 
 from .months import months_after
 

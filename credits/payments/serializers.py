@@ -4,7 +4,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from config.fields import RFC3339Field
-from credits.models.payments import Package, Purchase
+from credits.payments.models import Package, Purchase
 
 
 class PriceSerializer(serializers.Serializer[Any]):

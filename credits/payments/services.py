@@ -34,7 +34,7 @@ from config.text import storable
 from credits import clock
 from credits.errors import AccountFrozen, IdempotencyConflict
 from credits.models import CreditAccount
-from credits.models.payments import (
+from credits.payments.models import (
     Package,
     Purchase,
     StripeEvent,

@@ -5,7 +5,7 @@ in the same transaction as the handler's writes) makes the second run a no-op.""
 from celery import Task, shared_task
 
 from config import observability
-from credits.models.payments import StripeEventStatus
+from credits.payments.models import StripeEventStatus
 
 from . import services
 

@@ -1,3 +1,3 @@
 """Usage tracking: the hourly usage buckets (kept by a database trigger, see
-`credits.models.usage_buckets`), `GET /api/user/credits`, `GET /api/user/ledger` and the
+`credits.gateway.models`), `GET /api/user/credits`, `GET /api/user/ledger` and the
 `/my-credits` page."""

@@ -24,9 +24,9 @@ from django.db.models.functions import TruncDate
 from accounts.models import ApiKey, User
 from config.errors import NotFound
 from credits import clock, services
+from credits.gateway.models import UsageBucket, UsageRecord
 from credits.gateway.ratelimit import TierLimits, tier_for_balance
-from credits.models import CreditAccount, LedgerEntry, Lot, UsageRecord
-from credits.models.usage_buckets import UsageBucket
+from credits.models import CreditAccount, LedgerEntry, Lot
 
 HOUR = timedelta(hours=1)
 # The last hour a datetime can hold: nothing comes after it, so it has no end to compute.

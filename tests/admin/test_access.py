@@ -16,8 +16,8 @@ PAGES = [
     "/admin/",
     "/admin/accounts/user/",
     "/admin/credits/ledgerentry/",
-    "/admin/credits/tier/",
-    "/admin/credits/purchase/",
+    "/admin/gateway/tier/",
+    "/admin/payments/purchase/",
     "/admin/referrals/referral/",
 ]
 
@@ -36,8 +36,8 @@ def test_staff_see_only_the_models_they_may_view(staff: Callable[..., Client]) -
     index = support.get("/admin/").content.decode()
     assert 'href="/admin/accounts/user/"' in index
     assert 'href="/admin/credits/ledgerentry/"' in index
-    assert 'href="/admin/credits/tier/"' not in index
-    assert 'href="/admin/credits/purchase/"' not in index
-    assert support.get("/admin/credits/tier/").status_code == 403
-    assert support.get("/admin/credits/purchase/").status_code == 403
+    assert 'href="/admin/gateway/tier/"' not in index
+    assert 'href="/admin/payments/purchase/"' not in index
+    assert support.get("/admin/gateway/tier/").status_code == 403
+    assert support.get("/admin/payments/purchase/").status_code == 403
     assert support.get("/admin/accounts/user/").status_code == 200

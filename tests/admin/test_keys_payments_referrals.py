@@ -13,7 +13,7 @@ from accounts.service_tokens import service_token_create, service_token_verify
 from accounts.services import api_key_create, user_register
 from credits import clock, services
 from credits.models import CreditAccount, LedgerEntry
-from credits.models.payments import Package, Purchase, PurchaseStatus, StripeEvent
+from credits.payments.models import Package, Purchase, PurchaseStatus, StripeEvent
 from referrals.models import Referral
 from tests.factories import registered_user
 from tests.payments.conftest import completion_event
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db
 
 KEYS = "/admin/accounts/apikey/"
 TOKENS = "/admin/accounts/servicetoken/"
-EVENTS = "/admin/credits/stripeevent/"
+EVENTS = "/admin/payments/stripeevent/"
 
 
 # --- API keys and service tokens -------------------------------------------------------------
@@ -124,12 +124,12 @@ def failed_completion(purchase: Purchase) -> StripeEvent:
 def test_purchases_show_their_stripe_ids_and_states_and_are_found_by_them(root: Client) -> None:
     purchase = pending_purchase()
     pending_purchase(email="bob@example.com")
-    listing = root.get("/admin/credits/purchase/", {"q": "cs_test_alice"})
+    listing = root.get("/admin/payments/purchase/", {"q": "cs_test_alice"})
     assert [p.pk for p in listing.context["cl"].result_list] == [purchase.pk]
     assert "pending: checkout not completed" in listing.content.decode()
-    page = root.get(f"/admin/credits/purchase/{purchase.pk}/change/").content.decode()
+    page = root.get(f"/admin/payments/purchase/{purchase.pk}/change/").content.decode()
     assert "cs_test_alice" in page
-    assert root.get("/admin/credits/purchase/add/").status_code == 403
+    assert root.get("/admin/payments/purchase/add/").status_code == 403
 
 
 def test_staff_reprocess_a_failed_stripe_event_and_the_credits_arrive(root: Client) -> None:
@@ -156,7 +156,7 @@ def test_staff_who_may_only_view_events_cannot_reprocess_them(
 ) -> None:
     purchase = pending_purchase()
     event = failed_completion(purchase)
-    viewer = staff("credits.view_stripeevent")
+    viewer = staff("payments.view_stripeevent")
     assert viewer.get(EVENTS).status_code == 200
 
     viewer.post(EVENTS, {"action": "reprocess", "_selected_action": [event.pk]})
@@ -185,10 +185,10 @@ def test_only_staff_who_may_change_purchases_unfreeze_a_buyer(
     services.account_freeze(user_id=purchase.user_id, reason="dispute du_1")
     action = {"action": "unfreeze_buyers", "_selected_action": [str(purchase.pk)]}
 
-    staff("credits.view_purchase").post("/admin/credits/purchase/", action)
+    staff("payments.view_purchase").post("/admin/payments/purchase/", action)
     assert CreditAccount.objects.get(pk=purchase.user_id).frozen_at is not None
 
-    staff("credits.view_purchase", "credits.change_purchase").post(
-        "/admin/credits/purchase/", action
+    staff("payments.view_purchase", "payments.change_purchase").post(
+        "/admin/payments/purchase/", action
     )
     assert CreditAccount.objects.get(pk=purchase.user_id).frozen_at is None

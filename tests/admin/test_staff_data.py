@@ -7,16 +7,17 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from credits.gateway.models import Tier
 from credits.gateway.ratelimit import tier_for_balance, tiers_cache_clear
-from credits.models import CreditAccount, CreditSettings, Tier
-from credits.models.payments import Package
+from credits.models import CreditAccount, CreditSettings
+from credits.payments.models import Package
 from referrals.models import ReferralProgram
 from tests.factories import UserFactory, registered_user
 
 pytestmark = pytest.mark.django_db
 
-TIERS = "/admin/credits/tier/"
-PACKAGES = "/admin/credits/package/"
+TIERS = "/admin/gateway/tier/"
+PACKAGES = "/admin/payments/package/"
 
 
 def tier_form(**overrides: Any) -> dict[str, Any]:
@@ -103,7 +104,7 @@ def test_a_valid_tier_change_applies_at_once_in_this_process(root: Client) -> No
 
 def test_staff_without_tier_permissions_cannot_change_tiers(staff: Callable[..., Client]) -> None:
     top = Tier.objects.get(name="10,000+")
-    viewer = staff("credits.view_tier")
+    viewer = staff("gateway.view_tier")
     assert viewer.get(TIERS).status_code == 200
     assert viewer.post(f"{TIERS}{top.pk}/change/", tier_form(name="x")).status_code == 403
     assert viewer.post(f"{TIERS}add/", tier_form()).status_code == 403
@@ -151,7 +152,7 @@ def test_enterprise_customers_are_found_by_email_in_the_package_form(root: Clien
     response = root.get(
         "/admin/autocomplete/",
         {
-            "app_label": "credits",
+            "app_label": "payments",
             "model_name": "package",
             "field_name": "customers",
             "term": "acme",

@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from accounts.services import api_key_revoke
 from credits import clock, services
-from credits.models import CreditAccount, Hold, HoldStatus, Tier
+from credits.gateway.models import Tier
+from credits.models import CreditAccount, Hold, HoldStatus
 from credits.reconciliation import reconcile
 from tests.gateway.conftest import Gateway, funded_customer, start_of_next
 

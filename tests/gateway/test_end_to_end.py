@@ -9,7 +9,8 @@ import openai
 import pytest
 
 from credits import services
-from credits.models import CreditAccount, EntryKind, LedgerEntry, UsageRecord
+from credits.gateway.models import UsageRecord
+from credits.models import CreditAccount, EntryKind, LedgerEntry
 from credits.reconciliation import reconcile
 from tests.gateway.conftest import funded_customer, start_of_next
 from tests.gateway.minimal_gateway import running_gateway

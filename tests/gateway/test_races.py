@@ -14,8 +14,9 @@ from django.test import Client, override_settings
 
 from accounts.models import ApiKey
 from credits import clock
+from credits.gateway.models import UsageRecord
 from credits.gateway.ratelimit import limiter_peek, tier_for_balance
-from credits.models import CreditAccount, EntryKind, Hold, HoldStatus, LedgerEntry, UsageRecord
+from credits.models import CreditAccount, EntryKind, Hold, HoldStatus, LedgerEntry
 from credits.reconciliation import reconcile
 from tests.gateway.conftest import Gateway, funded_customer, start_of_next
 

@@ -7,7 +7,8 @@ import pytest
 from django.utils import timezone
 
 from credits import clock, services
-from credits.models import CreditAccount, EntryKind, Hold, HoldStatus, LedgerEntry, UsageRecord
+from credits.gateway.models import UsageRecord
+from credits.models import CreditAccount, EntryKind, Hold, HoldStatus, LedgerEntry
 from credits.reconciliation import reconcile
 from tests.gateway.conftest import Gateway, funded_customer
 

@@ -11,8 +11,8 @@ from rest_framework.test import APIClient
 
 from accounts.models import User
 from credits.models import CreditAccount
-from credits.models.payments import Package, Purchase
 from credits.payments import services
+from credits.payments.models import Package, Purchase
 from tests import stripe_support
 from tests.factories import ensure_seeded_packages
 from tests.stripe_support import StripeRecordedServer, build_event, checkout_session, signed_webhook

@@ -7,7 +7,7 @@ from django.test import Client
 
 from accounts.models import User
 from credits.models import CreditAccount
-from credits.models.payments import Purchase, PurchaseStatus, StripeEvent, StripeEventStatus
+from credits.payments.models import Purchase, PurchaseStatus, StripeEvent, StripeEventStatus
 from tests.factories import registered_user
 from tests.stripe_support import build_event, dispute
 
@@ -35,7 +35,7 @@ def test_staff_reprocess_a_failed_event_from_the_admin(stripe_settings: Any) -> 
     deliver(completion_event(purchase, payment_intent="pi_known_later"))
 
     response = staff_client().post(
-        "/admin/credits/stripeevent/",
+        "/admin/payments/stripeevent/",
         {"action": "reprocess", "_selected_action": [stored.pk]},
         follow=True,
     )
@@ -59,14 +59,14 @@ def test_staff_unfreeze_a_disputed_buyer_from_the_admin(stripe_settings: Any) ->
     client = staff_client()
 
     for page in (
-        "/admin/credits/purchase/",
-        f"/admin/credits/purchase/{purchase.pk}/change/",
-        "/admin/credits/stripeevent/",
-        "/admin/credits/package/",
+        "/admin/payments/purchase/",
+        f"/admin/payments/purchase/{purchase.pk}/change/",
+        "/admin/payments/stripeevent/",
+        "/admin/payments/package/",
     ):
         assert client.get(page).status_code == 200, page
     client.post(
-        "/admin/credits/purchase/",
+        "/admin/payments/purchase/",
         {"action": "unfreeze_buyers", "_selected_action": [str(purchase.pk)]},
     )
 

@@ -8,7 +8,7 @@ from django.db import connection
 from django.test import override_settings
 
 from credits import services as ledger
-from credits.models.payments import Package, Purchase, PurchaseStatus
+from credits.payments.models import Package, Purchase, PurchaseStatus
 from tests.factories import registered_user
 from tests.stripe_support import StripeRecordedServer
 

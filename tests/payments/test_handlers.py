@@ -9,9 +9,9 @@ from accounts.models import User
 from credits import clock
 from credits import services as ledger
 from credits.models import CreditAccount, EntryKind, LedgerEntry
-from credits.models.payments import Purchase, PurchaseStatus, StripeEvent, StripeEventStatus
+from credits.payments.models import Purchase, PurchaseStatus, StripeEvent, StripeEventStatus
+from credits.payments.signals import purchase_paid, purchase_reversed
 from credits.reconciliation import reconcile
-from credits.signals import purchase_paid, purchase_reversed
 from tests.factories import registered_user
 from tests.stripe_support import (
     build_event,
@@ -400,7 +400,7 @@ def test_a_payment_that_disagrees_with_the_purchase_is_flagged_and_not_granted(
 
 
 def test_a_later_price_change_does_not_refuse_a_genuine_payment(stripe_settings: Any) -> None:
-    from credits.models.payments import Package
+    from credits.payments.models import Package
 
     user = registered_user()
     purchase = buy(user, "standard")

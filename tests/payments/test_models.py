@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-from credits.models.payments import Package, Purchase, StripeEvent
+from credits.payments.models import Package, Purchase, StripeEvent
 from tests.factories import registered_user
 
 pytestmark = pytest.mark.django_db

@@ -9,8 +9,8 @@ from django.db import connection
 from django.test import Client, override_settings
 
 from credits.models import EntryKind, LedgerEntry
-from credits.models.payments import PurchaseStatus, StripeEvent, StripeEventStatus
 from credits.payments import services
+from credits.payments.models import PurchaseStatus, StripeEvent, StripeEventStatus
 from credits.payments.tasks import stripe_event_process_task
 from credits.reconciliation import reconcile
 from tests.factories import registered_user

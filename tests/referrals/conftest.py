@@ -9,8 +9,8 @@ from accounts.models import User
 from accounts.services import user_register
 from credits import clock
 from credits.models import CreditAccount, EntryKind, LedgerEntry
-from credits.models.payments import Package, Purchase, PurchaseStatus
-from credits.signals import purchase_paid, purchase_reversed
+from credits.payments.models import Package, Purchase, PurchaseStatus
+from credits.payments.signals import purchase_paid, purchase_reversed
 from referrals.models import Referral, ReferralProgram
 
 PASSWORD = "a-long and unusual passphrase 42"

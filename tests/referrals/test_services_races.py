@@ -11,9 +11,9 @@ from accounts.models import User
 from credits import clock
 from credits import services as credits_services
 from credits.models import LotSource
-from credits.models.payments import Purchase
+from credits.payments.models import Purchase
+from credits.payments.signals import purchase_paid
 from credits.reconciliation import reconcile
-from credits.signals import purchase_paid
 from referrals.models import PaymentReward, Referral, RegistrationReward
 from tests.concurrency import run_together
 from tests.factories import registered_user

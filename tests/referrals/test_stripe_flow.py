@@ -7,7 +7,7 @@ import pytest
 
 from accounts.models import User
 from credits.models import CreditAccount
-from credits.models.payments import Purchase
+from credits.payments.models import Purchase
 from credits.reconciliation import reconcile
 from referrals.models import PaymentReward
 from tests.factories import registered_user

@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 
 from accounts.models import ApiKey
-from credits.models.payments import Purchase
+from credits.payments.models import Purchase
 from tests.stripe_support import StripeRecordedServer
 
 from .conftest import Person

@@ -10,7 +10,7 @@ from django.test import Client
 
 from accounts.models import ApiKey
 from credits.models import LedgerEntry
-from credits.models.payments import Purchase
+from credits.payments.models import Purchase
 from tests.stripe_support import StripeRecordedServer
 
 from .conftest import Person, make_person

@@ -12,8 +12,8 @@ from django.db import transaction
 from accounts.models import ApiKey, User
 from accounts.services import api_key_create
 from credits import clock, services
+from credits.gateway.models import UsageRecord
 from credits.gateway.ratelimit import tiers_cache_clear
-from credits.models import UsageRecord
 from tests.factories import ensure_documented_tiers
 
 

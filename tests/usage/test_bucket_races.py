@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.db import connection, transaction
 
-from credits.models import UsageBucket
+from credits.gateway.models import UsageBucket
 from tests.factories import registered_user
 
 from .conftest import new_key, record, utc

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-from credits.models import UsageBucket, UsageRecord
+from credits.gateway.models import UsageBucket, UsageRecord
 from tests.factories import registered_user
 
 from .conftest import new_key, record, utc
@@ -155,7 +155,8 @@ from django.core.management import call_command
 call_command("migrate", verbosity=0)
 from datetime import UTC, datetime
 from accounts.models import User
-from credits.models import CreditAccount, UsageBucket, UsageRecord
+from credits.models import CreditAccount
+from credits.gateway.models import UsageBucket, UsageRecord
 from accounts.models import ApiKey
 user = User.objects.create_user("lite@example.com", "pw-pw-pw-pw")
 account = CreditAccount.objects.create(user=user)

@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 
 from accounts.service_tokens import service_token_create
-from credits.models import UsageBucket
+from credits.gateway.models import UsageBucket
 from tests.factories import registered_user
 
 from .conftest import clock_at, new_key, utc

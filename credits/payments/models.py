@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from .ledger import Lot
+from credits.models import Lot
 
 
 class PackageQuerySet(models.QuerySet["Package"]):
@@ -53,6 +53,7 @@ class Package(models.Model):
     objects = PackageQuerySet.as_manager()
 
     class Meta:
+        db_table = "credits_package"
         ordering = ("price_amount", "slug")
         constraints = [
             models.CheckConstraint(condition=Q(credits__gt=0), name="package_credits_positive"),
@@ -123,6 +124,7 @@ class Purchase(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        db_table = "credits_purchase"
         ordering = ("-created_at",)
         constraints = [
             models.UniqueConstraint(
@@ -172,6 +174,7 @@ class StripeEvent(models.Model):
     processed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        db_table = "credits_stripeevent"
         ordering = ("-received_at",)
         indexes = [
             models.Index(
