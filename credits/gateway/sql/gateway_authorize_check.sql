@@ -1,0 +1,66 @@
+-- Step 1 of authorize (read only, apart from last_used_at once a minute per key): the replay of
+-- a request id, the key, and the account's state. No lock: step 2 re-checks under the lock.
+CREATE FUNCTION gateway_authorize_check(p_request_id text, p_digest text, p_now timestamptz)
+RETURNS TABLE(outcome text, key_id uuid, user_id uuid, balance integer, available integer,
+              decision jsonb)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    h record;
+    k record;
+    a record;
+BEGIN
+    SELECT hd.api_key_id, hd.decision, kk.digest AS key_digest INTO h
+      FROM credits_hold hd LEFT JOIN accounts_apikey kk ON kk.id = hd.api_key_id
+     WHERE hd.request_id = p_request_id;
+    IF FOUND THEN
+        IF p_digest IS NOT NULL AND h.key_digest = p_digest THEN
+            RETURN QUERY SELECT 'replay'::text, h.api_key_id, NULL::uuid, NULL::integer,
+                                NULL::integer, h.decision;
+        ELSE
+            RETURN QUERY SELECT 'conflict'::text, NULL::uuid, NULL::uuid, NULL::integer,
+                                NULL::integer, NULL::jsonb;
+        END IF;
+        RETURN;
+    END IF;
+    IF p_digest IS NULL THEN
+        RETURN QUERY SELECT 'bad_key'::text, NULL::uuid, NULL::uuid, NULL::integer,
+                            NULL::integer, NULL::jsonb;
+        RETURN;
+    END IF;
+    SELECT kk.id, kk.user_id, kk.revoked_at, kk.expires_at, kk.last_used_at, u.is_active INTO k
+      FROM accounts_apikey kk JOIN accounts_user u ON u.id = kk.user_id
+     WHERE kk.digest = p_digest;
+    IF NOT FOUND OR k.revoked_at IS NOT NULL OR NOT k.is_active
+       OR (k.expires_at IS NOT NULL AND k.expires_at <= p_now) THEN
+        RETURN QUERY SELECT 'bad_key'::text, NULL::uuid, NULL::uuid, NULL::integer,
+                            NULL::integer, NULL::jsonb;
+        RETURN;
+    END IF;
+    -- Same rule as accounts.api_keys.api_key_resolve: at most one write per key per minute.
+    IF k.last_used_at IS NULL OR k.last_used_at <= p_now - interval '60 seconds' THEN
+        UPDATE accounts_apikey SET last_used_at = p_now
+         WHERE id = k.id
+           AND (last_used_at IS NULL OR last_used_at <= p_now - interval '60 seconds');
+    END IF;
+    SELECT ca.balance, ca.reserved, ca.frozen_at, ca.next_event_at INTO a
+      FROM credits_creditaccount ca WHERE ca.user_id = k.user_id;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'no_credit'::text, k.id, k.user_id, 0, 0, NULL::jsonb;
+        RETURN;
+    END IF;
+    IF a.next_event_at IS NOT NULL AND a.next_event_at <= p_now THEN
+        RETURN QUERY SELECT 'due'::text, k.id, k.user_id, a.balance, a.balance - a.reserved,
+                            NULL::jsonb;
+    ELSIF a.frozen_at IS NOT NULL THEN
+        RETURN QUERY SELECT 'frozen'::text, k.id, k.user_id, a.balance, a.balance - a.reserved,
+                            NULL::jsonb;
+    ELSIF a.balance - a.reserved < 1 THEN
+        RETURN QUERY SELECT 'no_credit'::text, k.id, k.user_id, a.balance,
+                            a.balance - a.reserved, NULL::jsonb;
+    ELSE
+        RETURN QUERY SELECT 'ok'::text, k.id, k.user_id, a.balance, a.balance - a.reserved,
+                            NULL::jsonb;
+    END IF;
+END;
+$$;

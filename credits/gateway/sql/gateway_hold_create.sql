@@ -1,0 +1,79 @@
+-- Step 2 of authorize, after the rate limiter counted the request: services.hold_create under
+-- the account lock, storing the decision for replays. `p_decision` is complete except for
+-- `credits_remaining` and its header, which only the locked account row can tell.
+CREATE FUNCTION gateway_hold_create(p_request_id text, p_key_id uuid, p_user_id uuid,
+                                    p_hold_id uuid, p_decision jsonb, p_now timestamptz,
+                                    p_expires_at timestamptz)
+RETURNS TABLE(outcome text, available integer, decision jsonb)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    a record;
+    h record;
+    v_lot bigint;
+    v_available integer;
+    v_decision jsonb;
+BEGIN
+    SELECT ca.balance, ca.reserved, ca.frozen_at, ca.next_event_at INTO a
+      FROM credits_creditaccount ca WHERE ca.user_id = p_user_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'no_credit'::text, 0, NULL::jsonb;
+        RETURN;
+    END IF;
+    IF a.next_event_at IS NOT NULL AND a.next_event_at <= p_now THEN
+        RETURN QUERY SELECT 'due'::text, NULL::integer, NULL::jsonb;
+        RETURN;
+    END IF;
+    -- A concurrent authorize of the same request id on this account committed first.
+    SELECT hd.api_key_id, hd.decision INTO h FROM credits_hold hd
+     WHERE hd.request_id = p_request_id;
+    IF FOUND THEN
+        IF h.api_key_id = p_key_id THEN
+            RETURN QUERY SELECT 'replay'::text, NULL::integer, h.decision;
+        ELSE
+            RETURN QUERY SELECT 'conflict'::text, NULL::integer, NULL::jsonb;
+        END IF;
+        RETURN;
+    END IF;
+    v_available := a.balance - a.reserved;
+    IF a.frozen_at IS NOT NULL THEN
+        RETURN QUERY SELECT 'frozen'::text, v_available, NULL::jsonb;
+        RETURN;
+    END IF;
+    IF v_available < 1 THEN
+        RETURN QUERY SELECT 'no_credit'::text, v_available, NULL::jsonb;
+        RETURN;
+    END IF;
+    -- Burn-down order: soonest expiry first, never-expiring last, ties to the oldest grant.
+    SELECT l.id INTO v_lot FROM credits_lot l
+     WHERE l.account_id = p_user_id AND l.remaining > l.reserved
+       AND (l.expires_at IS NULL OR l.expires_at > p_now)
+     ORDER BY l.expires_at ASC NULLS LAST, l.id
+     LIMIT 1 FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'no_credit'::text, v_available, NULL::jsonb;
+        RETURN;
+    END IF;
+    v_available := v_available - 1;
+    v_decision := jsonb_set(
+        jsonb_set(p_decision, '{credits_remaining}', to_jsonb(v_available)),
+        '{headers,X-Credits-Remaining}', to_jsonb(v_available::text));
+    -- The same request id on another account is not serialised by our account lock: the unique
+    -- index decides, and the loser is told to look again (replay or conflict).
+    INSERT INTO credits_hold (id, account_id, lot_id, request_id, amount, status, charged,
+                              created_at, expires_at, settled_at, api_key_id, decision)
+    VALUES (p_hold_id, p_user_id, v_lot, p_request_id, 1, 'live', 0, p_now, p_expires_at,
+            NULL, p_key_id, v_decision)
+    ON CONFLICT (request_id) DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'retry'::text, NULL::integer, NULL::jsonb;
+        RETURN;
+    END IF;
+    UPDATE credits_lot SET reserved = reserved + 1 WHERE id = v_lot;
+    -- LEAST ignores NULL: an account with nothing scheduled gets this hold's expiry.
+    UPDATE credits_creditaccount
+       SET reserved = reserved + 1, next_event_at = LEAST(next_event_at, p_expires_at)
+     WHERE user_id = p_user_id;
+    RETURN QUERY SELECT 'ok'::text, v_available, v_decision;
+END;
+$$;

@@ -1,0 +1,111 @@
+CREATE OR REPLACE FUNCTION gateway_settle(p_request_id text, p_commit boolean, p_model text,
+                               p_prompt_tokens integer, p_completion_tokens integer,
+                               p_reason text, p_http_status integer, p_now timestamptz)
+RETURNS TABLE(outcome text, charged integer, available integer, status text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    a record;
+    h record;
+    v_lot_expires timestamptz;
+    v_balance integer;
+    v_reserved integer;
+    v_charged integer;
+    v_wanted text := CASE WHEN p_commit THEN 'committed' ELSE 'released' END;
+BEGIN
+    -- The hold's account, locked first, in one statement.
+    SELECT ca.user_id, ca.balance, ca.reserved, ca.next_event_at INTO a
+      FROM credits_creditaccount ca
+     WHERE ca.user_id = (SELECT hd.account_id FROM credits_hold hd
+                          WHERE hd.request_id = p_request_id)
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        outcome := 'not_found';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    SELECT hd.id, hd.lot_id, hd.amount, hd.status, hd.charged, hd.expires_at, hd.api_key_id,
+           hd.decision
+      INTO h FROM credits_hold hd WHERE hd.request_id = p_request_id FOR UPDATE;
+    IF h.status IN ('committed', 'released') THEN
+        IF h.status = v_wanted THEN
+            outcome := 'replay';
+            charged := h.charged;
+            available := COALESCE((h.decision #>> '{_settle,credits_remaining}')::integer,
+                                  a.balance - a.reserved);
+        ELSE
+            outcome := 'conflict';
+        END IF;
+        status := h.status;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF (a.next_event_at IS NOT NULL AND a.next_event_at <= p_now)
+       OR h.status <> 'live' OR h.expires_at <= p_now THEN
+        outcome := 'fallback';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    v_reserved := a.reserved - h.amount;
+    IF p_commit THEN
+        -- The lot (locked here, after the hold), the account and the charge in one statement.
+        v_balance := a.balance - h.amount;
+        v_charged := h.amount;
+        WITH lot AS (
+            UPDATE credits_lot
+               SET remaining = remaining - h.amount, reserved = reserved - h.amount
+             WHERE id = h.lot_id
+        ), account AS (
+            UPDATE credits_creditaccount
+               SET balance = v_balance, reserved = v_reserved, consumed = consumed + h.amount
+             WHERE user_id = a.user_id
+        )
+        INSERT INTO credits_ledgerentry (account_id, lot_id, kind, amount, balance_after,
+                                         idempotency_key, reference, reason, created_by_id,
+                                         created_at)
+        VALUES (a.user_id, h.lot_id, 'charge', -h.amount, v_balance, 'charge:' || h.id::text,
+                'request:' || p_request_id, '', NULL, p_now);
+    ELSE
+        -- A lot that expired meanwhile is left alone: the released credit needs its expire
+        -- entry (services). This is the first write, so the 'fallback' still writes nothing.
+        UPDATE credits_lot SET reserved = reserved - h.amount
+         WHERE id = h.lot_id AND (expires_at IS NULL OR expires_at > p_now)
+        RETURNING expires_at INTO v_lot_expires;
+        IF NOT FOUND THEN
+            outcome := 'fallback';
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        v_balance := a.balance;
+        v_charged := 0;
+        -- The credit is unheld again in a lot that may expire: a recomputation made while the
+        -- lot was fully held skipped it, so its expiry must be due again (as _release_hold).
+        UPDATE credits_creditaccount
+           SET reserved = v_reserved,
+               next_event_at = CASE WHEN v_lot_expires IS NULL THEN next_event_at
+                                    ELSE LEAST(next_event_at, v_lot_expires) END
+         WHERE user_id = a.user_id;
+    END IF;
+    -- The hold and the usage record in one statement (the usage bucket trigger fires at its
+    -- end, so the bucket row is still the last one locked).
+    WITH hold AS (
+        UPDATE credits_hold
+           SET status = v_wanted, charged = v_charged, settled_at = p_now,
+               decision = COALESCE(decision, '{}'::jsonb) || jsonb_build_object('_settle',
+                   jsonb_build_object('charged', v_charged,
+                                      'credits_remaining', v_balance - v_reserved))
+         WHERE id = h.id
+    )
+    INSERT INTO credits_usagerecord (request_id, account_id, api_key_id, model, prompt_tokens,
+                                     completion_tokens, outcome, reason, http_status, charged,
+                                     settled_at)
+    VALUES (p_request_id, a.user_id, h.api_key_id, p_model, p_prompt_tokens,
+            p_completion_tokens, CASE WHEN p_commit THEN 'success' ELSE 'failure' END,
+            p_reason, p_http_status, v_charged, p_now);
+    outcome := 'ok';
+    charged := v_charged;
+    available := v_balance - v_reserved;
+    status := v_wanted;
+    RETURN NEXT;
+END;
+$$;
