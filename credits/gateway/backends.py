@@ -341,7 +341,7 @@ class SqlBackend(ServicesBackend):
                 now,
             ],
         )
-        if outcome == "fallback":
+        if outcome == "due":
             return super().settle(request_id=request_id, commit=commit, usage=usage, now=now)
         return SettleOutcome(outcome, charged or 0, available or 0, status)
 

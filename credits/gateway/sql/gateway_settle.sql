@@ -42,7 +42,7 @@ BEGIN
     END IF;
     IF (a.next_event_at IS NOT NULL AND a.next_event_at <= p_now)
        OR h.status <> 'live' OR h.expires_at <= p_now THEN
-        outcome := 'fallback';
+        outcome := 'due';
         RETURN NEXT;
         RETURN;
     END IF;
@@ -67,12 +67,12 @@ BEGIN
                 'request:' || p_request_id, '', NULL, p_now);
     ELSE
         -- A lot that expired meanwhile is left alone: the released credit needs its expire
-        -- entry (services). This is the first write, so the 'fallback' still writes nothing.
+        -- entry (services). This is the first write, so the 'due' still writes nothing.
         UPDATE credits_lot SET reserved = reserved - h.amount
          WHERE id = h.lot_id AND (expires_at IS NULL OR expires_at > p_now)
         RETURNING expires_at INTO v_lot_expires;
         IF NOT FOUND THEN
-            outcome := 'fallback';
+            outcome := 'due';
             RETURN NEXT;
             RETURN;
         END IF;
