@@ -3,13 +3,17 @@
 response ever carries microseconds or a `+00:00` offset."""
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 
+@overload
+def rfc3339(value: datetime) -> str: ...
+@overload
+def rfc3339(value: None) -> None: ...
 def rfc3339(value: datetime | None) -> str | None:
     """`2026-11-25T10:10:00Z` for an aware datetime (any zone), None for None.
 

@@ -107,8 +107,9 @@ _DECISIONS = (
     "conflict",
     "invalid",
     "unavailable",
+    "error",
 )
-_OUTCOMES = ("charged", "not_charged", "conflict", "not_found", "invalid", "unavailable")
+_OUTCOMES = ("charged", "not_charged", "conflict", "not_found", "invalid", "unavailable", "error")
 _AUTHORIZED = {name: AUTHORIZATIONS.labels(name) for name in _DECISIONS}
 _SETTLED = {name: SETTLES.labels(name) for name in _OUTCOMES}
 

@@ -4,12 +4,13 @@
   ORM: simple, obviously right, about fifteen statements per call. It is the implementation on
   SQLite (the embedded default) and the fallback of the other one.
 - `SqlBackend` (PostgreSQL) does each step in one round trip: one call of a PL/pgSQL function
-  defined in migration 0003 (`gateway_authorize_check`, `gateway_hold_create`,
-  `gateway_settle`, and `gateway_authorize`, the first two in one call when the caller could
-  run the limiter first; 0007 rewrote the last two with fewer statements). Whenever the
-  account has something due (a lot or a hold past its expiry), the hold has expired, or a
-  released credit's lot has expired, the function writes nothing and answers
-  `due`/`fallback`, and the services do the work, so expiry logic lives in one place.
+  (`credits/gateway/sql/`: `gateway_authorize_check`, `gateway_hold_create`, `gateway_settle`,
+  and `gateway_authorize`, the first two in one call when the caller could run the limiter
+  first). Whenever the account has something due (a lot or a hold past its expiry), the hold
+  has expired, or a released credit's lot has expired, the function writes nothing and answers
+  `Outcome.DUE`, and the services do the work, so expiry logic lives in one place.
+
+Both answer in one vocabulary, `credits.gateway.outcomes.Outcome`.
 
 Both run the same behavioural tests (tests/gateway: the `backend` fixture switches them).
 """
@@ -36,15 +37,7 @@ from credits.errors import (
 from credits.gateway.models import UsageRecord
 from credits.models import CreditAccount, Hold
 
-# Outcomes shared by both implementations.
-OK = "ok"
-REPLAY = "replay"
-CONFLICT = "conflict"
-BAD_KEY = "bad_key"
-FROZEN = "frozen"
-NO_CREDIT = "no_credit"
-NOT_FOUND = "not_found"
-RETRY = "retry"  # the same request id was held on another account meanwhile: look again
+from .outcomes import Outcome
 
 HOLD_EXPIRED = "hold_expired"
 SETTLE_KEY = "_settle"  # where a hold's decision keeps its first settle answer
@@ -52,7 +45,7 @@ SETTLE_KEY = "_settle"  # where a hold's decision keeps its first settle answer
 
 @dataclass(frozen=True)
 class Check:
-    outcome: str
+    outcome: Outcome
     key_id: str | None = None
     user_id: str | None = None
     balance: int = 0
@@ -62,21 +55,21 @@ class Check:
 
 @dataclass(frozen=True)
 class HoldOutcome:
-    outcome: str
+    outcome: Outcome
     available: int | None = None
     decision: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class Fast:
-    outcome: str  # OK, or the reason to decide afresh (seen, bad_key, due, retier, ...)
+    outcome: str  # Outcome.OK, or the reason to decide afresh (seen, bad_key, due, retier, ...)
     balance: int | None = None  # the live balance, when the account was read
     decision: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class SettleOutcome:
-    outcome: str
+    outcome: Outcome
     charged: int = 0
     available: int = 0
     status: str | None = None  # the hold's status (named in a 409)
@@ -116,23 +109,23 @@ class ServicesBackend:
         )
         if held is not None:
             if digest is not None and held["api_key__digest"] == digest:
-                return Check(REPLAY, decision=_json(held["decision"]))
-            return Check(CONFLICT)
+                return Check(Outcome.REPLAY, decision=_json(held["decision"]))
+            return Check(Outcome.CONFLICT)
         if digest is None:
-            return Check(BAD_KEY)
+            return Check(Outcome.BAD_KEY)
         key = api_key_resolve(raw_key, now=now)
         if key is None:
-            return Check(BAD_KEY)
+            return Check(Outcome.BAD_KEY)
         key_id, user_id = str(key.pk), str(key.user_id)
         account = CreditAccount.objects.filter(pk=key.user_id).first()
         if account is None:
-            return Check(NO_CREDIT, key_id, user_id)
+            return Check(Outcome.NO_CREDIT, key_id, user_id)
         balance = services.account_balance(account=account, now=now)
-        outcome = OK
+        outcome: Outcome = Outcome.OK
         if account.frozen_at is not None:
-            outcome = FROZEN
+            outcome = Outcome.FROZEN
         elif balance.available < 1:
-            outcome = NO_CREDIT
+            outcome = Outcome.NO_CREDIT
         return Check(outcome, key_id, user_id, balance.balance, balance.available)
 
     def _available(self, user_id: str) -> int:
@@ -151,7 +144,7 @@ class ServicesBackend:
         expires_at: datetime,
     ) -> HoldOutcome:
         """services.hold_create, and the decision stored with the hold in the same transaction."""
-        from .decisions import rfc3339
+        from config.fields import rfc3339
 
         try:
             with transaction.atomic():
@@ -163,18 +156,18 @@ class ServicesBackend:
                 )
                 hold = result.hold
                 if not result.created:
-                    return HoldOutcome(REPLAY, decision=_json(hold.decision))
+                    return HoldOutcome(Outcome.REPLAY, decision=_json(hold.decision))
                 decision = _fill(decision, result.available)
                 decision["hold_id"] = str(hold.pk)
                 decision["hold_expires_at"] = rfc3339(hold.expires_at)
                 Hold.objects.filter(pk=hold.pk).update(decision=decision)
-                return HoldOutcome(OK, result.available, decision)
+                return HoldOutcome(Outcome.OK, result.available, decision)
         except IdempotencyConflict:
-            return HoldOutcome(CONFLICT)
+            return HoldOutcome(Outcome.CONFLICT)
         except AccountFrozen:
-            return HoldOutcome(FROZEN, self._available(user_id))
+            return HoldOutcome(Outcome.FROZEN, self._available(user_id))
         except InsufficientCredits:
-            return HoldOutcome(NO_CREDIT, self._available(user_id))
+            return HoldOutcome(Outcome.NO_CREDIT, self._available(user_id))
 
     def settle(
         self, *, request_id: str, commit: bool, usage: Usage, now: datetime
@@ -191,7 +184,7 @@ class ServicesBackend:
                 if result.replayed:
                     first = (_json(hold.decision) or {}).get(SETTLE_KEY) or {}
                     return SettleOutcome(
-                        REPLAY,
+                        Outcome.REPLAY,
                         hold.charged,
                         first.get("credits_remaining", result.available),
                         hold.status,
@@ -218,12 +211,12 @@ class ServicesBackend:
                     charged=hold.charged,
                     settled_at=hold.settled_at or now,
                 )
-                return SettleOutcome(OK, hold.charged, result.available, hold.status)
+                return SettleOutcome(Outcome.OK, hold.charged, result.available, hold.status)
         except HoldNotFound:
-            return SettleOutcome(NOT_FOUND)
+            return SettleOutcome(Outcome.NOT_FOUND)
         except HoldAlreadySettled:
             status = Hold.objects.filter(request_id=request_id).values_list("status", flat=True)
-            return SettleOutcome(CONFLICT, status=status.first())
+            return SettleOutcome(Outcome.CONFLICT, status=status.first())
 
 
 def _call(sql: str, params: Sequence[Any]) -> Any:
@@ -255,10 +248,10 @@ class SqlBackend(ServicesBackend):
         outcome, key_id, user_id, balance, available, decision = _call(
             "SELECT * FROM gateway_authorize_check(%s, %s, %s)", [request_id, digest, now]
         )
-        if outcome == "due":
+        if outcome == Outcome.DUE:
             return super().check(request_id=request_id, raw_key=raw_key, digest=digest, now=now)
         return Check(
-            outcome,
+            Outcome(outcome),
             str(key_id) if key_id is not None else None,
             str(user_id) if user_id is not None else None,
             balance or 0,
@@ -281,7 +274,7 @@ class SqlBackend(ServicesBackend):
             "SELECT * FROM gateway_hold_create(%s, %s, %s, %s, %s::jsonb, %s, %s)",
             [request_id, key_id, user_id, hold_id, json.dumps(decision), now, expires_at],
         )
-        if outcome == "due":
+        if outcome == Outcome.DUE:
             return super().hold(
                 request_id=request_id,
                 key_id=key_id,
@@ -291,7 +284,7 @@ class SqlBackend(ServicesBackend):
                 now=now,
                 expires_at=expires_at,
             )
-        return HoldOutcome(outcome, available, _json(stored))
+        return HoldOutcome(Outcome(outcome), available, _json(stored))
 
     def authorize(
         self,
@@ -307,7 +300,7 @@ class SqlBackend(ServicesBackend):
         expires_at: datetime,
     ) -> Fast:
         """`check` and `hold` in one round trip (`gateway_authorize`), for a request the limiter
-        already counted under a guessed tier. Only `OK` is final; any other outcome wrote
+        already counted under a guessed tier. Only `Outcome.OK` is final; any other outcome wrote
         nothing and the caller decides afresh with `check` and `hold`."""
         outcome, balance, _, stored = _call(
             "SELECT * FROM gateway_authorize(%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)",
@@ -323,7 +316,7 @@ class SqlBackend(ServicesBackend):
                 expires_at,
             ],
         )
-        return Fast(outcome, balance, _json(stored))
+        return Fast(Outcome(outcome), balance, _json(stored))
 
     def settle(
         self, *, request_id: str, commit: bool, usage: Usage, now: datetime
@@ -341,9 +334,9 @@ class SqlBackend(ServicesBackend):
                 now,
             ],
         )
-        if outcome == "due":
+        if outcome == Outcome.DUE:
             return super().settle(request_id=request_id, commit=commit, usage=usage, now=now)
-        return SettleOutcome(outcome, charged or 0, available or 0, status)
+        return SettleOutcome(Outcome(outcome), charged or 0, available or 0, status)
 
 
 _services = ServicesBackend()

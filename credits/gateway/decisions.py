@@ -10,34 +10,28 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from config.fields import rfc3339
+
+from .outcomes import Outcome
 from .ratelimit import LimitResult, TierLimits
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
 FORMATS = (OPENAI, ANTHROPIC)
 
-BAD_KEY = "bad_key"
-FROZEN = "frozen"
-NO_CREDIT = "no_credit"
-RATE_LIMITED = "rate_limited"
-
 # reason -> (HTTP status, OpenAI type, OpenAI code, Anthropic type)
-_REASONS: dict[str, tuple[int, str, str, str]] = {
-    BAD_KEY: (401, "invalid_request_error", "invalid_api_key", "authentication_error"),
-    FROZEN: (403, "invalid_request_error", "account_frozen", "permission_error"),
-    NO_CREDIT: (403, "insufficient_quota", "insufficient_credits", "permission_error"),
-    RATE_LIMITED: (429, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error"),
+_REASONS: dict[Outcome, tuple[int, str, str, str]] = {
+    Outcome.BAD_KEY: (401, "invalid_request_error", "invalid_api_key", "authentication_error"),
+    Outcome.FROZEN: (403, "invalid_request_error", "account_frozen", "permission_error"),
+    Outcome.NO_CREDIT: (403, "insufficient_quota", "insufficient_credits", "permission_error"),
+    Outcome.RATE_LIMITED: (429, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error"),
 }
 
 _MESSAGES = {
-    FROZEN: "This account is frozen; contact support.",
-    NO_CREDIT: "Insufficient credits: this account has no available credit. "
+    Outcome.FROZEN: "This account is frozen; contact support.",
+    Outcome.NO_CREDIT: "Insufficient credits: this account has no available credit. "
     "Buy credits to continue.",
 }
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def seconds_until(end: int, now: datetime) -> int:
@@ -56,9 +50,9 @@ def duration(seconds: int) -> str:
     return f"{secs}s"
 
 
-def error_body(fmt: str, reason: str, message: str | None = None) -> dict[str, Any]:
+def error_body(fmt: str, reason: Outcome, message: str | None = None) -> dict[str, Any]:
     _, openai_type, code, anthropic_type = _REASONS[reason]
-    if reason == BAD_KEY:
+    if reason == Outcome.BAD_KEY:
         message = "Invalid API key provided" if fmt == OPENAI else "Invalid API key"
     message = message or _MESSAGES[reason]
     if fmt == OPENAI:
@@ -89,7 +83,7 @@ def rate_limit_headers(fmt: str, limit: LimitResult, now: datetime) -> dict[str,
 
 def denied(
     fmt: str,
-    reason: str,
+    reason: Outcome,
     *,
     available: int | None = None,
     limit: LimitResult | None = None,
@@ -100,12 +94,12 @@ def denied(
     status = _REASONS[reason][0]
     headers: dict[str, str] = {}
     message = None
-    if reason != BAD_KEY:
+    if reason != Outcome.BAD_KEY:
         assert available is not None
         if limit is not None and now is not None:
             headers.update(rate_limit_headers(fmt, limit, now))
         headers["X-Credits-Remaining"] = str(max(0, available))
-        if reason == RATE_LIMITED:
+        if reason == Outcome.RATE_LIMITED:
             assert limit is not None and limit.refused is not None and now is not None
             window = limit.refused
             message = f"Rate limit exceeded: {window.limit} requests per {window.name}"

@@ -36,6 +36,7 @@ from credits import clock
 from . import backends, decisions
 from .backends import SETTLE_KEY, Usage
 from .calls import Answer, Call, Handler, as_django_view, error_answer, with_service_token
+from .outcomes import Outcome
 from .ratelimit import limiter_hit, limiter_peek, limiter_undo, tier_for_balance
 
 logger = logging.getLogger(__name__)
@@ -111,8 +112,8 @@ def _count(value: Any, field: str) -> int:
 
 
 def _guarded(count: Callable[[str], None]) -> Callable[[Handler], Handler]:
-    """Bad input is a 400 naming the field; an unreachable database a quick 503. Both are
-    counted with `count`, the handler's own counter (config/observability.py)."""
+    """Bad input is a 400 naming the field; an unreachable database a quick 503; anything else
+    a 500. All are counted with `count`, the handler's own counter (config/observability.py)."""
 
     def decorate(view: Handler) -> Handler:
         @functools.wraps(view)
@@ -133,6 +134,12 @@ def _guarded(count: Callable[[str], None]) -> Callable[[Handler], Handler]:
                 count("unavailable")
                 logger.exception("internal API: database unreachable")
                 return error_answer(503, "unavailable", "The database cannot be reached.")
+            except Exception:
+                # A logic error (an outcome outside the vocabulary, a broken invariant): a 500,
+                # counted and logged as such, never as an unreachable database.
+                count("error")
+                logger.exception("internal API: logic error")
+                return error_answer(500, "server_error", "Internal server error.")
             finally:
                 observability.request_id.reset(token)
 
@@ -256,13 +263,13 @@ def _authorize_in_one(
     except BaseException:
         limiter_undo(limit)
         raise
-    if fast.outcome == backends.OK and fast.decision is not None:
+    if fast.outcome == Outcome.OK and fast.decision is not None:
         if fast.balance is not None and fast.balance != balance:
             _seen[digest] = (key_id, user_id, fast.balance)
         observability.count_authorization("allowed")
         return _decision(fast.decision)
     limiter_undo(limit)
-    if fast.outcome == backends.BAD_KEY:
+    if fast.outcome == Outcome.BAD_KEY:
         _seen.pop(digest, None)
     return None
 
@@ -279,18 +286,18 @@ def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> Ans
     for _ in range(3):
         check = backend.check(request_id=request_id, raw_key=raw_key, digest=digest, now=now)
         _remember(digest, check)
-        if check.outcome == backends.BAD_KEY:
+        if check.outcome == Outcome.BAD_KEY:
             _seen.pop(digest or "", None)
-        if check.outcome == backends.REPLAY:
+        if check.outcome == Outcome.REPLAY:
             return _replayed(check.decision)
-        if check.outcome == backends.CONFLICT:
+        if check.outcome == Outcome.CONFLICT:
             return _conflict()
-        if check.outcome == backends.BAD_KEY:
-            observability.count_authorization(decisions.BAD_KEY)
-            return _decision(decisions.denied(fmt, decisions.BAD_KEY))
+        if check.outcome == Outcome.BAD_KEY:
+            observability.count_authorization(Outcome.BAD_KEY)
+            return _decision(decisions.denied(fmt, Outcome.BAD_KEY))
         assert check.key_id is not None and check.user_id is not None
         tier = tier_for_balance(check.balance)
-        if check.outcome in (backends.FROZEN, backends.NO_CREDIT):
+        if check.outcome in (Outcome.FROZEN, Outcome.NO_CREDIT):
             observability.count_authorization(check.outcome)
             peek = limiter_peek(key_id=check.key_id, tier=tier, now=now) if tier else None
             return _decision(
@@ -298,10 +305,10 @@ def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> Ans
             )
         limit = limiter_hit(key_id=check.key_id, tier=tier, now=now) if tier else None
         if limit is not None and not limit.allowed:
-            observability.count_authorization(decisions.RATE_LIMITED)
+            observability.count_authorization(Outcome.RATE_LIMITED)
             return _decision(
                 decisions.denied(
-                    fmt, decisions.RATE_LIMITED, available=check.available, limit=limit, now=now
+                    fmt, Outcome.RATE_LIMITED, available=check.available, limit=limit, now=now
                 )
             )
         hold_id = str(uuid.uuid4())
@@ -331,17 +338,17 @@ def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> Ans
             if limit is not None:
                 limiter_undo(limit)
             raise
-        if held.outcome == backends.OK:
+        if held.outcome == Outcome.OK:
             observability.count_authorization("allowed")
             return _decision(held.decision or decision)
         # Refused after the limiter counted it: a denial consumes no quota.
         if limit is not None:
             limiter_undo(limit)
-        if held.outcome == backends.REPLAY:
+        if held.outcome == Outcome.REPLAY:
             return _replayed(held.decision)
-        if held.outcome == backends.CONFLICT:
+        if held.outcome == Outcome.CONFLICT:
             return _conflict()
-        if held.outcome in (backends.FROZEN, backends.NO_CREDIT):
+        if held.outcome in (Outcome.FROZEN, Outcome.NO_CREDIT):
             observability.count_authorization(held.outcome)
             available = held.available if held.available is not None else 0
             peek = limiter_peek(key_id=check.key_id, tier=tier, now=now) if tier else None
@@ -349,7 +356,9 @@ def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> Ans
                 decisions.denied(fmt, held.outcome, available=available, limit=peek, now=now)
             )
         # RETRY: the request id was taken on another account meanwhile; look again.
-    raise OperationalError("authorize: the request id kept changing under us")
+    # Three times the request id was taken on another account between our look and our hold:
+    # not a database that is away, so not a 503 counted as one.
+    raise RuntimeError("authorize: the request id kept changing under us")
 
 
 @with_service_token
@@ -396,7 +405,7 @@ def settle_answer(call: Call) -> Answer:
         ),
         now=clock.now(),
     )
-    if result.outcome == backends.NOT_FOUND:
+    if result.outcome == Outcome.NOT_FOUND:
         observability.count_settle("not_found")
         return error_answer(
             404,
@@ -404,7 +413,7 @@ def settle_answer(call: Call) -> Answer:
             "No authorized request has this request_id (never authorized, or denied).",
             "request_id",
         )
-    if result.outcome == backends.CONFLICT:
+    if result.outcome == Outcome.CONFLICT:
         observability.count_settle("conflict")
         return error_answer(
             409,
