@@ -1,0 +1,441 @@
+"""The SQL backend and the Python services, proven to make the same decisions and write the
+same rows, on PostgreSQL.
+
+Each Hypothesis example opens two twin accounts (same grants, same keys) and drives the same
+random sequence through both: authorize (the one-call `gateway_authorize` under a guessed tier,
+and the two-step check and hold), authorize again with the same or the other key, settle as a
+success or a failure (again, and the other way), grants with and without expiry, clawbacks,
+freezes, key revocations, the sweep, and the clock moving past holds' and lots' expiries. One
+twin goes through `SqlBackend` (the PL/pgSQL functions, which hand the due cases to the
+services), the other through `ServicesBackend`. Every answer is compared, and after every step
+every row of both accounts (the account, its lots, ledger entries, holds with their stored
+decisions, usage records and buckets, the keys' `last_used_at`), with ids mapped to their
+twin's; and at the end of each example the whole ledger reconciles. The clock is frozen between
+steps so that both twins see the same instants. At least 200 examples per run (`EXAMPLES`).
+"""
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+from uuid import uuid4
+
+import pytest
+from django.db import connection, transaction
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+from accounts.models import ApiKey, User
+from accounts.secrets import digest as key_digest
+from accounts.services import api_key_create, api_key_revoke
+from config.fields import rfc3339
+from credits import clock, services
+from credits.gateway import backends
+from credits.gateway.models import UsageBucket, UsageRecord
+from credits.gateway.outcomes import Outcome
+from credits.models import CreditAccount, Hold, LedgerEntry, Lot, LotSource
+from credits.reconciliation import reconcile
+from tests.factories import UserFactory
+
+# CI runs at least this many examples (the issue asks for 200); about a minute on a quiet machine.
+EXAMPLES = int(os.environ.get("DIFF_EXAMPLES", "200"))
+STEPS = 25
+
+TWINS = ("sql", "py")
+LOT_EXPIRIES = [None, timedelta(seconds=30), timedelta(minutes=5), timedelta(hours=1)]
+HOLD_TTLS = [timedelta(seconds=10), timedelta(seconds=660)]
+CLOCK_STEPS = [
+    timedelta(seconds=1),
+    timedelta(seconds=11),
+    timedelta(seconds=31),
+    timedelta(minutes=6),
+    timedelta(minutes=12),
+    timedelta(hours=2),
+]
+# (min, max) balance of the tier the one-call authorize guesses; a live balance outside it is
+# RETIER and the two-step path decides.
+GUESSED_TIERS = [(1, None), (1, 3), (4, None)]
+
+
+class FrozenClock:
+    """`credits.clock.now` for this test: moves only when a rule moves it, so that both twins'
+    rows carry the same instants."""
+
+    def __init__(self) -> None:
+        self.at = clock.now().replace(microsecond=0)
+
+    def now(self) -> datetime:
+        return self.at
+
+
+@dataclass
+class Twin:
+    name: str
+    user: User
+    keys: list[tuple[ApiKey, str]] = field(default_factory=list)
+
+    @property
+    def backend(self) -> backends.ServicesBackend:
+        return backends.SqlBackend() if self.name == "sql" else backends.ServicesBackend()
+
+    def request_id(self, suffix: str) -> str:
+        return f"{self.name}-{suffix}"
+
+
+def _twin(name: str, now: datetime) -> Twin:
+    user = cast(User, UserFactory())
+    services.account_open(user_id=user.pk)
+    twin = Twin(name, user)
+    twin.keys.append(api_key_create(user=user, name="main"))
+    # The second key expires: the clock passing it turns it into a bad key.
+    twin.keys.append(api_key_create(user=user, name="short", expires_at=now + timedelta(minutes=9)))
+    return twin
+
+
+# --- the rows of one twin, with its ids replaced by names both twins share ----------------------
+
+UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def _decision(decision: Any) -> Any:
+    if not isinstance(decision, dict):
+        return decision
+    return {k: v for k, v in decision.items() if k != "hold_id"}
+
+
+def snapshot(twin: Twin) -> dict[str, Any]:
+    user_id = twin.user.pk
+    account = CreditAccount.objects.get(pk=user_id)
+    lots = list(Lot.objects.filter(account_id=user_id).order_by("id"))
+    lot_names = {lot.pk: f"lot{n}" for n, lot in enumerate(lots)}
+    key_names: dict[Any, str] = {key.pk: f"key{n}" for n, (key, _) in enumerate(twin.keys)}
+    prefix = f"{twin.name}-"
+    holds = list(Hold.objects.filter(account_id=user_id))
+    hold_names = {str(hold.pk): f"hold:{hold.request_id.removeprefix(prefix)}" for hold in holds}
+
+    def text(value: str) -> str:
+        value = re.sub(UUID_RE, lambda m: hold_names.get(m.group(0), m.group(0)), value)
+        value = re.sub(r"expire:lot:(\d+)", lambda m: f"expire:{lot_names[int(m[1])]}", value)
+        return value.replace(str(user_id), "USER").replace(prefix, "")
+
+    return {
+        "account": (
+            account.balance,
+            account.reserved,
+            account.consumed,
+            account.next_event_at,
+            account.frozen_at,
+            account.frozen_reason,
+        ),
+        "lots": [
+            (
+                lot.source,
+                lot.package,
+                lot.granted,
+                lot.remaining,
+                lot.reserved,
+                lot.expires_at,
+                lot.expired_at,
+                lot.created_at,
+            )
+            for lot in lots
+        ],
+        "entries": [
+            (
+                entry.kind,
+                entry.amount,
+                entry.balance_after,
+                lot_names[entry.lot_id],
+                text(entry.idempotency_key),
+                text(entry.reference),
+                entry.reason,
+                entry.created_at,
+            )
+            for entry in LedgerEntry.objects.filter(account_id=user_id).order_by("id")
+        ],
+        "holds": sorted(
+            (
+                hold.request_id.removeprefix(prefix),
+                lot_names[hold.lot_id],
+                hold.amount,
+                hold.status,
+                hold.charged,
+                hold.created_at,
+                hold.expires_at,
+                hold.settled_at,
+                key_names.get(hold.api_key_id),
+                repr(_decision(hold.decision)),
+            )
+            for hold in holds
+        ),
+        "usage": sorted(
+            (
+                record.request_id.removeprefix(prefix),
+                key_names.get(record.api_key_id),
+                record.model,
+                record.prompt_tokens,
+                record.completion_tokens,
+                record.outcome,
+                record.reason,
+                record.http_status,
+                record.charged,
+                record.settled_at,
+            )
+            for record in UsageRecord.objects.filter(account_id=user_id)
+        ),
+        "buckets": sorted(
+            (
+                key_names.get(bucket.api_key_id),
+                bucket.model,
+                bucket.hour,
+                bucket.requests,
+                bucket.credits,
+                bucket.prompt_tokens,
+                bucket.completion_tokens,
+            )
+            for bucket in UsageBucket.objects.filter(account_id=user_id)
+        ),
+        "keys": [
+            (key_names[key.pk], key.last_used_at)
+            for key in ApiKey.objects.filter(user_id=user_id).order_by("created_at", "name")
+        ],
+    }
+
+
+# --- one authorize, the way the views run it --------------------------------------------------
+
+
+def authorize(
+    twin: Twin,
+    *,
+    suffix: str,
+    key: int,
+    ttl: timedelta,
+    tier: tuple[int, int | None],
+    now: datetime,
+) -> tuple[Any, ...]:
+    """What the views would decide (without the limiter, which is not the database's): the
+    one-call path first for the SQL twin (only its OK is final), then check and hold."""
+    request_id = twin.request_id(suffix)
+    api_key, raw = twin.keys[key]
+    digest = key_digest(raw)
+    backend = twin.backend
+    expires_at = now + ttl
+    hold_id = str(uuid4())
+    decision = {
+        "allowed": True,
+        "hold_id": hold_id,
+        "hold_expires_at": rfc3339(expires_at),
+        "credits_remaining": 0,
+        "headers": {"X-Credits-Remaining": "0"},
+    }
+    if isinstance(backend, backends.SqlBackend):
+        fast = backend.authorize(
+            request_id=request_id,
+            digest=digest,
+            key_id=str(api_key.pk),
+            tier_min=tier[0],
+            tier_max=tier[1],
+            hold_id=hold_id,
+            decision=decision,
+            now=now,
+            expires_at=expires_at,
+        )
+        if fast.outcome == Outcome.OK:
+            assert fast.decision is not None
+            return (Outcome.OK, fast.decision["credits_remaining"], _decision(fast.decision))
+    for _ in range(3):
+        check = backend.check(request_id=request_id, raw_key=raw, digest=digest, now=now)
+        if check.outcome != Outcome.OK:
+            found = _decision(check.decision)
+            return (check.outcome, check.available, check.balance, found)
+        assert check.key_id is not None and check.user_id is not None
+        held = backend.hold(
+            request_id=request_id,
+            key_id=check.key_id,
+            user_id=check.user_id,
+            hold_id=hold_id,
+            decision=decision,
+            now=now,
+            expires_at=expires_at,
+        )
+        if held.outcome != Outcome.RETRY:
+            return (held.outcome, held.available, _decision(held.decision))
+    raise AssertionError("the request id kept changing")
+
+
+class Differential(RuleBasedStateMachine):
+    requests = Bundle("requests")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = FROZEN
+        self.clock.at = START
+        self._atomic = transaction.atomic()
+        self._atomic.__enter__()
+        self.twins = [_twin(name, self.clock.at) for name in TWINS]
+        self.grants = self.claws = 0
+
+    def teardown(self) -> None:
+        # Once per example (it reads the whole ledger): every balance, lot and reservation of
+        # both twins is what their entries and holds say.
+        assert reconcile() == []
+        transaction.set_rollback(True)
+        self._atomic.__exit__(None, None, None)
+
+    def both(self, action: Any) -> Any:
+        """Run `action(twin)` on each twin; their answers must be equal."""
+        sql, py = (action(twin) for twin in self.twins)
+        assert sql == py, f"SQL answered {sql!r}, the services {py!r}"
+        return sql
+
+    # --- rules ---------------------------------------------------------------------------------
+
+    @initialize(amount=st.integers(1, 4), expiry=st.sampled_from(LOT_EXPIRIES))
+    def fund(self, amount: int, expiry: timedelta | None) -> None:
+        self.grant(amount=amount, expiry=expiry)
+
+    @rule(amount=st.integers(1, 4), expiry=st.sampled_from(LOT_EXPIRIES))
+    def grant(self, amount: int, expiry: timedelta | None) -> None:
+        self.grants += 1
+        n, now = self.grants, self.clock.now()
+
+        def grant(twin: Twin) -> tuple[int, int]:
+            entry = services.credits_grant(
+                user_id=twin.user.pk,
+                amount=amount,
+                source=LotSource.PURCHASE if expiry else LotSource.ADJUSTMENT,
+                expires_at=now + expiry if expiry else None,
+                idempotency_key=f"grant:{twin.name}-{n}",
+            )
+            return (entry.amount, entry.balance_after)
+
+        self.both(grant)
+
+    @rule(
+        target=requests,
+        key=st.sampled_from([0, 0, 0, 1]),
+        ttl=st.sampled_from(HOLD_TTLS),
+        tier=st.sampled_from(GUESSED_TIERS),
+    )
+    def authorize(self, key: int, ttl: timedelta, tier: tuple[int, int | None]) -> str:
+        suffix = uuid4().hex[:12]
+        now = self.clock.now()
+        self.both(lambda twin: authorize(twin, suffix=suffix, key=key, ttl=ttl, tier=tier, now=now))
+        return suffix
+
+    @rule(suffix=requests, key=st.sampled_from([0, 1]), tier=st.sampled_from(GUESSED_TIERS))
+    def authorize_again(self, suffix: str, key: int, tier: tuple[int, int | None]) -> None:
+        now = self.clock.now()
+        self.both(
+            lambda twin: authorize(
+                twin, suffix=suffix, key=key, ttl=HOLD_TTLS[1], tier=tier, now=now
+            )
+        )
+
+    @rule(
+        suffix=requests,
+        success=st.booleans(),
+        tokens=st.tuples(st.integers(0, 50), st.integers(0, 500)),
+    )
+    def settle(self, suffix: str, success: bool, tokens: tuple[int, int]) -> None:
+        now = self.clock.now()
+        usage = backends.Usage(
+            model="kimi-k2-0905",
+            prompt_tokens=tokens[0],
+            completion_tokens=tokens[1],
+            reason="" if success else "upstream_error",
+            http_status=200 if success else 502,
+        )
+        self.both(
+            lambda twin: twin.backend.settle(
+                request_id=twin.request_id(suffix), commit=success, usage=usage, now=now
+            )
+        )
+
+    @rule(lot=st.integers(0, 20), amount=st.integers(1, 5))
+    def claw_back(self, lot: int, amount: int) -> None:
+        self.claws += 1
+        n = self.claws
+
+        def claw_back(twin: Twin) -> int | None:
+            lots = list(Lot.objects.filter(account_id=twin.user.pk).order_by("id"))
+            entry = services.credits_claw_back(
+                user_id=twin.user.pk,
+                lot_id=lots[lot % len(lots)].pk,
+                amount=amount,
+                idempotency_key=f"claw:{twin.name}-{n}",
+            )
+            return entry.amount if entry is not None else None
+
+        self.both(claw_back)
+
+    @rule(frozen=st.booleans())
+    def freeze(self, frozen: bool) -> None:
+        for twin in self.twins:
+            if frozen:
+                services.account_freeze(user_id=twin.user.pk, reason="dispute")
+            else:
+                services.account_unfreeze(user_id=twin.user.pk)
+
+    @rule(key=st.sampled_from([0, 1]))
+    def revoke_key(self, key: int) -> None:
+        for twin in self.twins:
+            api_key_revoke(user=twin.user, key_id=twin.keys[key][0].pk)
+
+    @rule()
+    def sweep(self) -> None:
+        services.accounts_sweep()
+
+    @rule(step=st.sampled_from(CLOCK_STEPS))
+    def advance_clock(self, step: timedelta) -> None:
+        self.clock.at += step
+
+    # --- after every step --------------------------------------------------------------------
+
+    @invariant()
+    def both_twins_hold_the_same_rows(self) -> None:
+        sql, py = (snapshot(twin) for twin in self.twins)
+        for part in sql:
+            assert sql[part] == py[part], f"{part} differ"
+
+
+FROZEN = FrozenClock()
+START = FROZEN.at
+
+
+@pytest.fixture
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[FrozenClock]:
+    global START
+    FROZEN.at = START = clock.now().replace(microsecond=0)
+    monkeypatch.setattr(clock, "now", FROZEN.now)
+    yield FROZEN
+
+
+# Shrinking a failure needs more than the default five-minute timeout.
+@pytest.mark.timeout(1800)
+@pytest.mark.django_db
+def test_the_sql_backend_and_the_services_decide_and_write_the_same(
+    frozen_clock: FrozenClock,
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("the SQL backend exists on PostgreSQL only")
+    run_state_machine_as_test(
+        Differential,
+        settings=settings(
+            max_examples=EXAMPLES,
+            stateful_step_count=STEPS,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )
