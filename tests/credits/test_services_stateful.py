@@ -5,6 +5,9 @@ every step against the whole ledger (reconcile) and against a pure-Python model 
 - reserved = the live holds; available = balance - reserved;
 - holds take one lot in burn-down order; a live hold's commit charges its lot; a commit after the
   hold's expiry charges available credit if any lot can cover it, else 0.
+
+The machine runs twice: holds made and settled by the services, and (`SqlLedgerMachine`) by the
+gateway's SQL backend; `tests/gateway/test_differential.py` compares the two row by row.
 """
 
 from dataclasses import dataclass, field
@@ -12,7 +15,7 @@ from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -26,9 +29,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from accounts.models import User
+from accounts.services import api_key_create
 from credits import clock, services
 from credits.errors import HoldAlreadySettled, IdempotencyConflict, InsufficientCredits
-from credits.models import CreditAccount, LedgerEntry, LotSource
+from credits.gateway import backends
+from credits.gateway.outcomes import Outcome
+from credits.models import CreditAccount, Hold, LedgerEntry, LotSource
 from credits.reconciliation import reconcile
 from tests.credits.conftest import assert_every_lot_explained, funded_user
 
@@ -183,36 +190,54 @@ class LedgerMachine(RuleBasedStateMachine):
         ttl=st.sampled_from(TTLS),
     )
     def hold(self, n: int, amount: int, ttl: timedelta) -> object:
+        amount = min(amount, self.max_hold)
         now = clock.now()
         request_id = f"req-{uuid4()}"
         lot = self._fitting_lot(n, amount, now)
+        held = self._hold_create(n, request_id=request_id, amount=amount, ttl=ttl)
+        if held is None:
+            assert lot is None, "refused a hold the model can cover"
+            return multiple()
+        hold, available = held
+        assert lot is not None, "allowed a hold the model cannot cover"
+        assert hold.lot_id == lot.id, "not the burn-down order"
+        self.model_holds[request_id] = ModelHold(request_id, n, lot.id, amount, hold.expires_at)
+        assert available == self._expected(n, now).available
+        return request_id
+
+    # --- the two calls the backends make differently (see SqlLedgerMachine) ------------------
+
+    max_hold = 3
+
+    def _hold_create(
+        self, n: int, *, request_id: str, amount: int, ttl: timedelta
+    ) -> tuple[Hold, int] | None:
+        """The hold and the available credit after it, or None when it was refused."""
         try:
             result = services.hold_create(
                 user_id=self.accounts[n].user_id, request_id=request_id, amount=amount, ttl=ttl
             )
         except InsufficientCredits:
-            assert lot is None, "refused a hold the model can cover"
-            return multiple()
-        assert lot is not None, "allowed a hold the model cannot cover"
-        assert result.hold.lot_id == lot.id, "not the burn-down order"
-        self.model_holds[request_id] = ModelHold(
-            request_id, n, lot.id, amount, result.hold.expires_at
-        )
-        assert result.available == self._expected(n, now).available
-        return request_id
+            return None
+        return result.hold, result.available
+
+    def _hold_settle(self, request_id: str, *, commit: bool) -> tuple[bool, int, int]:
+        """(replayed, charged, available); HoldAlreadySettled for the other outcome."""
+        call = services.hold_commit if commit else services.hold_release
+        result = call(request_id=request_id)
+        return result.replayed, result.charged, result.available
 
     def _settle(self, request_id: str, commit: bool) -> None:
         now = clock.now()
         hold = self.model_holds[request_id]
         wanted = "committed" if commit else "released"
-        call = services.hold_commit if commit else services.hold_release
         if hold.status in ("committed", "released"):
             if hold.status != wanted:
                 with pytest.raises(HoldAlreadySettled):
-                    call(request_id=request_id)
+                    self._hold_settle(request_id, commit=commit)
                 return
-            result = call(request_id=request_id)
-            assert (result.replayed, result.charged) == (True, hold.charged)
+            replayed, charged, _ = self._hold_settle(request_id, commit=commit)
+            assert (replayed, charged) == (True, hold.charged)
             return
         lots = self.accounts[hold.account].lots
         if hold.live(now):
@@ -226,9 +251,9 @@ class LedgerMachine(RuleBasedStateMachine):
             if lot is not None:
                 lot.remaining -= hold.amount
         hold.status, hold.charged = wanted, expected
-        result = call(request_id=request_id)
-        assert (result.replayed, result.charged) == (False, expected)
-        assert result.available == self._expected(hold.account, now).available
+        replayed, charged, available = self._hold_settle(request_id, commit=commit)
+        assert (replayed, charged) == (False, expected)
+        assert available == self._expected(hold.account, now).available
 
     @rule(request_id=holds)
     def commit(self, request_id: str) -> None:
@@ -308,6 +333,50 @@ class LedgerMachine(RuleBasedStateMachine):
             assert services.account_balance(account=account, now=now) == self._expected(n, now)
 
 
+class SqlLedgerMachine(LedgerMachine):
+    """The same machine with holds made and settled by the gateway's SQL backend (the PL/pgSQL
+    functions, which hand what has come due to the services), as the hot path does: one credit
+    per hold, under an API key of the account."""
+
+    max_hold = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys = [
+            api_key_create(user=User.objects.get(pk=model.user_id), name="gateway")[0]
+            for model in self.accounts
+        ]
+
+    def _hold_create(
+        self, n: int, *, request_id: str, amount: int, ttl: timedelta
+    ) -> tuple[Hold, int] | None:
+        now = clock.now()
+        held = backends.SqlBackend().hold(
+            request_id=request_id,
+            key_id=str(self.keys[n].pk),
+            user_id=str(self.accounts[n].user_id),
+            hold_id=str(uuid4()),
+            decision={"allowed": True, "credits_remaining": 0, "headers": {}},
+            now=now,
+            expires_at=now + ttl,
+        )
+        if held.outcome == Outcome.NO_CREDIT:
+            return None
+        assert held.outcome == Outcome.OK, held
+        assert held.available is not None
+        return Hold.objects.get(request_id=request_id), held.available
+
+    def _hold_settle(self, request_id: str, *, commit: bool) -> tuple[bool, int, int]:
+        usage = backends.Usage("kimi-k2-0905", 1, 1, "", 200 if commit else 502)
+        result = backends.SqlBackend().settle(
+            request_id=request_id, commit=commit, usage=usage, now=clock.now()
+        )
+        if result.outcome == Outcome.CONFLICT:
+            raise HoldAlreadySettled(request_id)
+        assert result.outcome in (Outcome.OK, Outcome.REPLAY), result
+        return result.outcome == Outcome.REPLAY, result.charged, result.available
+
+
 # About 90 s when it passes; on a failure Hypothesis shrinks, which needs more than the default
 # five-minute timeout to print a minimal sequence.
 @pytest.mark.timeout(1200)
@@ -315,6 +384,22 @@ class LedgerMachine(RuleBasedStateMachine):
 def test_random_sequences_of_ledger_operations_keep_the_ledger_and_the_spec_in_agreement() -> None:
     run_state_machine_as_test(
         LedgerMachine,
+        settings=settings(
+            max_examples=50,
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )
+
+
+@pytest.mark.timeout(1200)
+@pytest.mark.django_db
+def test_the_same_sequences_with_holds_through_the_sql_backend_keep_the_same_agreement() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("the SQL backend exists on PostgreSQL only")
+    run_state_machine_as_test(
+        SqlLedgerMachine,
         settings=settings(
             max_examples=50,
             stateful_step_count=30,
