@@ -15,6 +15,7 @@ from uuid import UUID
 from django.db import transaction
 from django.db.models import Sum
 
+from . import locks
 from .models import CreditAccount, EntryKind, Hold, HoldStatus, LedgerEntry, Lot
 
 
@@ -35,11 +36,11 @@ def reconcile(user_ids: Iterable[UUID] | None = None) -> list[Discrepancy]:
         accounts = accounts.filter(pk__in=list(user_ids))
     found: list[Discrepancy] = []
     for user_id in list(accounts.values_list("pk", flat=True)):
-        with transaction.atomic():
+        with transaction.atomic(durable=True):
             # Lock the account as every money operation does, so that no operation commits
             # between reading its entries and its lots and holds (a false discrepancy otherwise,
             # when the command runs against a live service). One account at a time, briefly.
-            account = CreditAccount.objects.select_for_update().get(pk=user_id)
+            account = locks.account_lock(user_id)
             found.extend(_reconcile_account(account))
     return found
 

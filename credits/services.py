@@ -23,11 +23,11 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Min, Q, QuerySet, Sum
+from django.db.models import F, Min, Q, Sum
 
 from accounts.models import User
 
-from . import clock
+from . import clock, locks
 from .errors import (
     AccountFrozen,
     HoldAlreadySettled,
@@ -98,10 +98,6 @@ def lots_spendable(*, account: CreditAccount, now: datetime | None = None) -> li
 # --- the building blocks (call inside an atomic block, with the account locked) -------------
 
 
-def _lock_account(user_id: UUID) -> CreditAccount:
-    return CreditAccount.objects.select_for_update().get(pk=user_id)
-
-
 def _existing_entry(key: str) -> LedgerEntry | None:
     return LedgerEntry.objects.filter(idempotency_key=key).first()
 
@@ -153,7 +149,7 @@ def _recompute_next_event(account: CreditAccount) -> None:
 def _release_hold(account: CreditAccount, hold: Hold, *, status: str, now: datetime) -> None:
     """Return a hold's credit to its lot. If the lot has expired meanwhile, the credit expires
     now, with its own entry (the lot's sweep left it alone because it was held)."""
-    lot = Lot.objects.select_for_update().get(pk=hold.lot_id)
+    lot = locks.lot_lock(hold.lot_id)
     lot.reserved -= hold.amount
     account.reserved -= hold.amount
     if lot.expires_at is not None and lot.expires_at <= now:
@@ -188,15 +184,9 @@ def _settle_due(account: CreditAccount, now: datetime) -> None:
     """Write what has come due on a locked account: release expired holds, expire lots."""
     if account.next_event_at is None or now < account.next_event_at:
         return
-    expired_holds = Hold.objects.select_for_update().filter(
-        account=account, status=HoldStatus.LIVE, expires_at__lte=now
-    )
-    for hold in expired_holds.order_by("expires_at"):
+    for hold in locks.holds_due_lock(account, now):
         _release_hold(account, hold, status=HoldStatus.EXPIRED, now=now)
-    due_lots = Lot.objects.select_for_update().filter(
-        account=account, expired_at__isnull=True, expires_at__lte=now
-    )
-    for lot in due_lots.order_by("expires_at", "id"):
+    for lot in locks.lots_due_lock(account, now):
         unheld = lot.remaining - lot.reserved
         if unheld > 0:
             lot.remaining -= unheld
@@ -216,18 +206,9 @@ def _settle_due(account: CreditAccount, now: datetime) -> None:
 
 
 def _open(user_id: UUID, now: datetime) -> CreditAccount:
-    account = _lock_account(user_id)
+    account = locks.account_lock(user_id)
     _settle_due(account, now)
     return account
-
-
-def _spendable_lots_locked(account: CreditAccount, now: datetime) -> QuerySet[Lot]:
-    return (
-        Lot.objects.select_for_update()
-        .filter(account=account, remaining__gt=F("reserved"))
-        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-        .order_by(F("expires_at").asc(nulls_last=True), "id")
-    )
 
 
 def _check_replay(entry: LedgerEntry, *, amount: int, account: CreditAccount) -> LedgerEntry:
@@ -362,7 +343,7 @@ def credits_adjust(
                 field="amount",
             )
         entries: list[LedgerEntry] = []
-        for lot in _spendable_lots_locked(account, now):
+        for lot in locks.lots_spendable_lock(account, now):
             take = min(wanted, lot.remaining - lot.reserved)
             lot.remaining -= take
             lot.save(update_fields=["remaining"])
@@ -414,7 +395,7 @@ def credits_claw_back(
         existing = _existing_entry(idempotency_key)
         if existing is not None:
             return existing
-        lot = Lot.objects.select_for_update().get(pk=lot_id, account=account)
+        lot = locks.lot_lock(lot_id, account=account)
         if lot.expires_at is not None and lot.expires_at <= now:
             return None  # expired credit is already gone (its expire entry says so)
         take = min(amount, lot.remaining - lot.reserved)
@@ -465,7 +446,9 @@ def hold_create(
             raise InsufficientCredits("Not enough available credits for this request.")
         lot = next(
             iter(
-                _spendable_lots_locked(account, now).filter(remaining__gte=F("reserved") + amount)
+                locks.lots_spendable_lock(account, now).filter(
+                    remaining__gte=F("reserved") + amount
+                )
             ),
             None,
         )
@@ -493,7 +476,9 @@ def _charge_available(account: CreditAccount, hold: Hold, now: datetime) -> int:
     """A success settled after its hold expired: charge from available credit if there is any."""
     lot = next(
         iter(
-            _spendable_lots_locked(account, now).filter(remaining__gte=F("reserved") + hold.amount)
+            locks.lots_spendable_lock(account, now).filter(
+                remaining__gte=F("reserved") + hold.amount
+            )
         ),
         None,
     )
@@ -543,8 +528,8 @@ def _settle(request_id: str, *, commit: bool) -> SettleResult:
     if user_id is None:
         raise HoldNotFound("No authorized request has this request id.", code="request_not_found")
     with transaction.atomic():
-        account = _lock_account(user_id)
-        hold = Hold.objects.select_for_update().get(request_id=request_id)
+        account = locks.account_lock(user_id)
+        hold = locks.hold_lock(request_id=request_id)
         wanted = HoldStatus.COMMITTED if commit else HoldStatus.RELEASED
         if hold.status in (HoldStatus.COMMITTED, HoldStatus.RELEASED):
             if hold.status != wanted:
@@ -555,7 +540,7 @@ def _settle(request_id: str, *, commit: bool) -> SettleResult:
             )
         if hold.status == HoldStatus.LIVE and hold.expires_at > now:
             if commit:
-                lot = Lot.objects.select_for_update().get(pk=hold.lot_id)
+                lot = locks.lot_lock(hold.lot_id)
                 _charge(account, lot, hold, now, held=True)
                 hold.charged = hold.amount
                 hold.status = HoldStatus.COMMITTED
@@ -582,7 +567,7 @@ def _settle(request_id: str, *, commit: bool) -> SettleResult:
 
 def account_settle_due(*, user_id: UUID) -> None:
     """Write whatever has come due on one account (the sweep calls this)."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         _open(user_id, clock.now())
 
 
@@ -603,7 +588,7 @@ def accounts_sweep(*, limit: int = 500) -> int:
 
 def account_freeze(*, user_id: UUID, reason: str) -> None:
     with transaction.atomic():
-        account = _lock_account(user_id)
+        account = locks.account_lock(user_id)
         if account.frozen_at is None:
             account.frozen_at = clock.now()
             account.frozen_reason = reason

@@ -147,7 +147,7 @@ class ServicesBackend:
         from config.fields import rfc3339
 
         try:
-            with transaction.atomic():
+            with transaction.atomic(durable=True):
                 result = services.hold_create(
                     user_id=UUID(user_id),
                     request_id=request_id,
@@ -175,7 +175,7 @@ class ServicesBackend:
         """hold_commit / hold_release and, on the first settle only, the usage record, in one
         transaction (a concurrent second settle waits on the account lock, then replays)."""
         try:
-            with transaction.atomic():
+            with transaction.atomic(durable=True):
                 if commit:
                     result = services.hold_commit(request_id=request_id)
                 else:

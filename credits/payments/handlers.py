@@ -85,8 +85,14 @@ def _locked_purchase(
     charge_id: str | None = None,
     dispute_id: str | None = None,
 ) -> Purchase | None:
-    """The purchase an event is about, locked; tried from the most specific id down."""
-    rows = Purchase.objects.select_for_update().select_related("package")
+    """The purchase an event is about, locked; tried from the most specific id down.
+
+    The lock helper of purchases (lock order: a purchase before its account, see
+    `credits/locks.py`). Only the purchase row is locked (`of=("self",)`): the package joined
+    in is only read, and locking it would queue every other payment of that package and staff
+    editing it behind this event. FOR NO KEY UPDATE, since no key changes: a Stripe event that
+    references the purchase can still be inserted meanwhile."""
+    rows = Purchase.objects.select_for_update(of=("self",), no_key=True).select_related("package")
     lookups: list[tuple[str, Any]] = [
         ("pk", purchase_id),
         ("checkout_session_id", checkout_session_id),

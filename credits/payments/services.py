@@ -115,7 +115,7 @@ def purchase_create(
     if CreditAccount.objects.filter(pk=user.pk, frozen_at__isnull=False).exists():
         raise AccountFrozen("This account is frozen; contact support before buying credits.")
     try:
-        with transaction.atomic():
+        with transaction.atomic(durable=True):
             purchase = Purchase.objects.create(
                 user=user,
                 package=package,
@@ -304,7 +304,7 @@ def stripe_event_record(*, event: dict[str, Any]) -> tuple[StripeEvent, bool]:
     A redelivery of an event that is still pending or failed is enqueued again: processing is
     idempotent, and it may be the delivery whose first task was lost.
     """
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         stored, created = StripeEvent.objects.get_or_create(
             event_id=event["id"],
             defaults={
@@ -343,7 +343,7 @@ def stripe_event_process(*, event_id: str) -> StripeEvent:
     """Apply a stored event (idempotent). A processed or ignored event is left alone; a pending or
     failed one is (re)run. A handler error rolls back everything the handler did and records the
     error on the event (status `failed`), for Celery's retries or staff's "reprocess"."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         # The lock serialises concurrent deliveries and redelivered tasks of one event.
         event = StripeEvent.objects.select_for_update().get(event_id=event_id)
         if event.status in (StripeEventStatus.PROCESSED, StripeEventStatus.IGNORED):

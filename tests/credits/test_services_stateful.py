@@ -95,6 +95,9 @@ class LedgerMachine(RuleBasedStateMachine):
         clock.reset()
         # Each example runs in a savepoint rolled back at its end: a clean ledger every time.
         self._atomic = transaction.atomic()
+        # Like the test's own transaction (Django's TestCase marks it so): the durable entry
+        # points (`transaction.atomic(durable=True)`) may run inside this savepoint.
+        self._atomic._from_testcase = True  # type: ignore[attr-defined]
         self._atomic.__enter__()
         self.accounts = [ModelAccount(funded_user().pk) for _ in range(3)]
         self.model_holds: dict[str, ModelHold] = {}
@@ -377,20 +380,20 @@ class SqlLedgerMachine(LedgerMachine):
         return result.outcome == Outcome.REPLAY, result.charged, result.available
 
 
+SETTINGS = settings(
+    max_examples=50,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
 # About 90 s when it passes; on a failure Hypothesis shrinks, which needs more than the default
 # five-minute timeout to print a minimal sequence.
 @pytest.mark.timeout(1200)
 @pytest.mark.django_db
 def test_random_sequences_of_ledger_operations_keep_the_ledger_and_the_spec_in_agreement() -> None:
-    run_state_machine_as_test(
-        LedgerMachine,
-        settings=settings(
-            max_examples=50,
-            stateful_step_count=30,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
-    )
+    run_state_machine_as_test(LedgerMachine, settings=SETTINGS)
 
 
 @pytest.mark.timeout(1200)
@@ -398,12 +401,4 @@ def test_random_sequences_of_ledger_operations_keep_the_ledger_and_the_spec_in_a
 def test_the_same_sequences_with_holds_through_the_sql_backend_keep_the_same_agreement() -> None:
     if connection.vendor != "postgresql":
         pytest.skip("the SQL backend exists on PostgreSQL only")
-    run_state_machine_as_test(
-        SqlLedgerMachine,
-        settings=settings(
-            max_examples=50,
-            stateful_step_count=30,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
-    )
+    run_state_machine_as_test(SqlLedgerMachine, settings=SETTINGS)

@@ -282,6 +282,9 @@ class Differential(RuleBasedStateMachine):
         self.clock = FROZEN
         self.clock.at = START
         self._atomic = transaction.atomic()
+        # Like the test's own transaction (Django's TestCase marks it so): the durable entry
+        # points (`transaction.atomic(durable=True)`) may run inside this savepoint.
+        self._atomic._from_testcase = True  # type: ignore[attr-defined]
         self._atomic.__enter__()
         self.twins = [_twin(name, self.clock.at) for name in TWINS]
         self.grants = self.claws = 0
