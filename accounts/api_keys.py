@@ -68,12 +68,17 @@ def api_key_resolve(raw: str, *, now: datetime | None = None) -> ApiKey | None:
     return key
 
 
+def bearer_credentials(authorization: str) -> str:
+    """What follows `Bearer ` in an Authorization header's value, or "" for another scheme."""
+    scheme, _, credentials = authorization.strip().partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else ""
+
+
 def api_key_from_request(request: HttpRequest) -> str | None:
     """The API key a request carries: `Authorization: Bearer KEY` (OpenAI-style clients) or
     `X-API-Key: KEY` (Anthropic-style clients); None when it carries neither."""
-    authorization = request.headers.get("Authorization", "")
-    scheme, _, credentials = authorization.strip().partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
+    bearer = bearer_credentials(request.headers.get("Authorization", ""))
+    if bearer:
+        return bearer
     header = request.headers.get("X-API-Key", "").strip()
     return header or None

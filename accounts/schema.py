@@ -24,15 +24,3 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
             "description": "The user's own API key, as `Authorization: Bearer KEY` or "
             "`X-API-Key: KEY`.",
         }
-
-
-class ServiceTokenAuthenticationScheme(OpenApiAuthenticationExtension):
-    target_class = "accounts.authentication.ServiceTokenAuthentication"
-    name = "serviceToken"
-
-    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
-        return {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "A gateway service token (`manage.py create_service_token`).",
-        }

@@ -64,9 +64,6 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-LOG_FORMAT = "%(asctime)s level=%(levelname)s logger=%(name)s request_id=%(request_id)s %(message)s"
-
-
 class RequestIdMiddleware:
     """Off the hot path: `X-Request-ID` from the caller (or a new id) on every log line of the
     request, and echoed in the response so a client can quote it."""

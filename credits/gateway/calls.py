@@ -93,8 +93,8 @@ class WsgiCall:
 
 
 def with_service_token(handler: Handler) -> Handler:
-    """`accounts.authentication.service_token_required` in front of a handler (what
-    `require_service_token` does for a Django view): a 401 or 503 answer instead of the call."""
+    """`accounts.authentication.service_token_required` in front of a handler: a 401 or 503
+    answer instead of the call."""
 
     def guarded(call: Call) -> Answer:
         try:

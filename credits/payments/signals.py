@@ -1,5 +1,5 @@
-"""Signals `credits` sends about purchases, so that apps built on it (referrals) can react
-without `credits` importing them. Each is sent inside the transaction that made the change,
+"""Signals the payments app sends about purchases, so that apps built on it (referrals) can
+react without payments importing them. Each is sent inside the transaction that made the change,
 so a receiver's writes commit or roll back with it. Receivers must be idempotent: a webhook
 may be processed more than once.
 """

@@ -1,3 +1,2 @@
-"""Usage tracking: the hourly usage buckets (kept by a database trigger, see
-`credits.gateway.models`), `GET /api/user/credits`, `GET /api/user/ledger` and the
-`/my-credits` page."""
+"""Usage reports: `GET /api/user/credits`, `GET /api/user/ledger` and the `/my-credits` page,
+read from the ledger and from the gateway's hourly usage buckets (`credits.gateway.models`)."""

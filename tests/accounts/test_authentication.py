@@ -1,8 +1,6 @@
-import json
 from typing import Any
 
 import pytest
-from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import RequestFactory
 from django.utils import timezone
 from knox.models import AuthToken
@@ -14,23 +12,14 @@ from rest_framework.views import APIView
 from accounts import service_tokens
 from accounts.authentication import (
     ApiKeyAuthentication,
-    IsServiceToken,
-    ServiceTokenAuthentication,
-    require_service_token,
+    ServiceTokenRefused,
+    service_token_required,
 )
 from accounts.models import ServiceToken
 from accounts.services import api_key_create, api_key_revoke
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
-
-
-class InternalDrfView(APIView):
-    authentication_classes = [ServiceTokenAuthentication]
-    permission_classes = [IsServiceToken]
-
-    def post(self, request: Request) -> Response:
-        return Response({"token_id": request.auth})
 
 
 class OwnKeyView(APIView):
@@ -40,19 +29,21 @@ class OwnKeyView(APIView):
         return Response({"email": request.user.email})  # type: ignore[union-attr]
 
 
-@require_service_token
-def internal_plain_view(request: HttpRequest) -> HttpResponse:
-    return JsonResponse({"token_id": request.service_token_id})  # type: ignore[attr-defined]
-
-
 def _call_drf(view: Any, method: str, **headers: str) -> Response:
     request = getattr(APIRequestFactory(), method)("/internal/v1/x", {}, format="json", **headers)
     return view.as_view()(request)
 
 
-def _call_plain(**headers: str) -> HttpResponse:
+def _guard(**headers: str) -> int:
+    """The live guard of the internal API, on a request with these headers."""
     request = RequestFactory().post("/internal/v1/x", {}, **headers)  # type: ignore[arg-type]
-    return internal_plain_view(request)
+    return service_token_required(request.headers.get("Authorization", ""))
+
+
+def _refusal(**headers: str) -> ServiceTokenRefused:
+    with pytest.raises(ServiceTokenRefused) as refused:
+        _guard(**headers)
+    return refused.value
 
 
 def _bad_headers() -> list[dict[str, str]]:
@@ -68,48 +59,35 @@ def token() -> tuple[ServiceToken, str]:
     return service_tokens.service_token_create(name="gateway")
 
 
-class TestTheServiceTokenGuardsOfInternalViews:
-    def test_a_live_token_is_let_through_on_both_kinds_of_view(
-        self, token: tuple[ServiceToken, str]
-    ) -> None:
-        auth = {"HTTP_AUTHORIZATION": f"Bearer {token[1]}"}
-        assert _call_drf(InternalDrfView, "post", **auth).data == {"token_id": token[0].pk}
-        response = _call_plain(**auth)
-        assert response.status_code == 200
-        assert json.loads(response.content) == {"token_id": token[0].pk}
+class TestTheServiceTokenGuardOfTheInternalApi:
+    def test_a_live_token_is_let_through(self, token: tuple[ServiceToken, str]) -> None:
+        assert _guard(HTTP_AUTHORIZATION=f"Bearer {token[1]}") == token[0].pk
 
     @pytest.mark.parametrize("headers", _bad_headers())
     def test_a_missing_or_wrong_token_is_401_invalid_service_token(
         self, headers: dict[str, str]
     ) -> None:
-        drf = _call_drf(InternalDrfView, "post", **headers)
-        assert drf.status_code == 401
-        assert drf.data["error"]["code"] == "invalid_service_token"
-        plain = _call_plain(**headers)
-        assert plain.status_code == 401
-        assert json.loads(plain.content)["error"]["code"] == "invalid_service_token"
-        assert plain["WWW-Authenticate"].startswith("Bearer")
+        refused = _refusal(**headers)
+        assert (refused.status, refused.code) == (401, "invalid_service_token")
+        assert dict(refused.headers)["WWW-Authenticate"].startswith("Bearer")
 
     def test_a_revoked_token_is_refused_once_the_cache_lets_go(
         self, token: tuple[ServiceToken, str]
     ) -> None:
         auth = {"HTTP_AUTHORIZATION": f"Bearer {token[1]}"}
-        assert _call_plain(**auth).status_code == 200
+        assert _guard(**auth) == token[0].pk
         ServiceToken.objects.filter(pk=token[0].pk).update(revoked_at=timezone.now())
         # Verified tokens are remembered for CACHE_SECONDS per process; the admin's revoke
         # action clears this process's memory, as done here.
         service_tokens.clear_cache()
-        assert _call_plain(**auth).status_code == 401
-        assert _call_drf(InternalDrfView, "post", **auth).status_code == 401
+        assert _refusal(**auth).status == 401
 
     def test_an_end_users_api_key_or_login_token_is_refused(self) -> None:
         user = UserFactory.create()
         _, raw_key = api_key_create(user=user, name="k")
         _, login_token = AuthToken.objects.create(user)
         for credential in (f"Bearer {raw_key}", f"Token {login_token}", f"Bearer {login_token}"):
-            assert _call_plain(HTTP_AUTHORIZATION=credential).status_code == 401
-            drf = _call_drf(InternalDrfView, "post", HTTP_AUTHORIZATION=credential)
-            assert drf.status_code == 401
+            assert _refusal(HTTP_AUTHORIZATION=credential).status == 401
 
 
 class TestApiKeyAuthentication:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -144,7 +145,8 @@ def test_every_log_line_of_a_hot_path_call_carries_its_request_id(
             raise OperationalError("connection refused")
 
     lines: list[str] = []
-    formatter = logging.Formatter(observability.LOG_FORMAT)
+    log_format = settings.LOGGING["formatters"]["plain"]["format"]  # type: ignore[index]
+    formatter = logging.Formatter(log_format)
     request_ids = observability.RequestIdFilter()
 
     class Collect(logging.Handler):
