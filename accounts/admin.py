@@ -1,25 +1,33 @@
 """Admin console for users, API keys and service tokens.
 
+The user page is accounts' own, assembled with the **panels** other apps register
+(`user_panel_register`, from their own admin modules): accounts imports no app of ours, so the
+credits, referrals, ... sections of the page come to it instead of each app subclassing the
+user admin of the one before. A user added here is created by `accounts.services.user_create`,
+as a registration creates one.
+
 Digests are never shown. Keys are created by their users and service tokens by
 `manage.py create_service_token` (the only place a secret can be shown once), so neither has an
 add form here; both can be revoked with an action.
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
-from django.db import transaction
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern
 from django.utils import timezone
 from knox.models import AuthToken
 
 from .models import ApiKey, ServiceToken, User
 from .service_tokens import clear_cache
-from .signals import user_registered
+from .services import user_create
 
 # knox registers an admin for login tokens that lets staff mint a token for any user, shown in
 # clear (and carried in the messages cookie). A secret is shown once, to its owner; staff end a
@@ -40,6 +48,52 @@ class UserEditForm(UserChangeForm):
         fields = "__all__"
 
 
+@dataclass(frozen=True)
+class UserPanel:
+    """A part of the admin's user page that another app contributes.
+
+    `fields` are read-only displays (functions of the user, decorated with `@admin.display`),
+    shown in a section of their own titled `title`, or with the user's own fields when `title`
+    is None. `list_display` adds columns to the user list (`list_select_related` the relations
+    they read); `urls` adds views under the user admin; `object_tools` gives the links shown
+    above a user's page, as `(element id, label, url)`."""
+
+    name: str
+    title: str | None = None
+    fields: tuple[Callable[[User], Any], ...] = ()
+    list_display: tuple[Callable[[User], Any], ...] = ()
+    list_select_related: tuple[str, ...] = ()
+    urls: "Callable[[admin.ModelAdmin[User]], list[URLPattern]] | None" = None
+    object_tools: Callable[[HttpRequest, str], list[tuple[str, str, str]]] | None = None
+
+
+_PANELS: dict[str, UserPanel] = {}
+
+
+def user_panel_register(panel: UserPanel) -> None:
+    """Add (or replace, by name) a panel of the user page, in the order registered."""
+    _PANELS[panel.name] = panel
+
+
+class ApiKeyInline(admin.TabularInline):
+    """The user's keys, read-only (revoking is an action on the key's own page)."""
+
+    model = ApiKey
+    fields = ("name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
+    readonly_fields = fields
+    ordering = ("-created_at",)
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    verbose_name_plural = "API keys (open one to revoke it)"
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     form = UserEditForm
@@ -48,6 +102,7 @@ class UserAdmin(DjangoUserAdmin):
     list_display = ("email", "invite_code", "is_staff", "is_active", "date_joined")
     list_filter = ("is_staff", "is_active", "is_superuser")
     search_fields = ("email", "invite_code")
+    inlines = (ApiKeyInline,)
     readonly_fields = ("id", "date_joined", "last_login")
     fieldsets = (
         (None, {"fields": ("id", "email", "password", "invite_code")}),
@@ -67,6 +122,64 @@ class UserAdmin(DjangoUserAdmin):
         ),
     )
 
+    # --- the panels ---------------------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        # Fieldsets name their fields; a panel's display functions are found here by name.
+        for panel in _PANELS.values():
+            for display in (*panel.fields, *panel.list_display):
+                if display.__name__ == name:
+                    return display
+        raise AttributeError(name)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return super().get_fieldsets(request, obj)
+        own, *rest = self.fieldsets
+        joined = [d.__name__ for p in _PANELS.values() if p.title is None for d in p.fields]
+        sections = [
+            (panel.title, {"fields": tuple(d.__name__ for d in panel.fields)})
+            for panel in _PANELS.values()
+            if panel.title is not None and panel.fields
+        ]
+        # The panels' sections right after who the user is: what staff open the page for.
+        return [(own[0], {**own[1], "fields": (*own[1]["fields"], *joined)}), *sections, *rest]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        names = [d.__name__ for panel in _PANELS.values() for d in panel.fields]
+        return (*super().get_readonly_fields(request, obj), *names)
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        columns = [d for panel in _PANELS.values() for d in panel.list_display]
+        return (*super().get_list_display(request), *columns)
+
+    def get_list_select_related(self, request: HttpRequest) -> Any:
+        return tuple(name for panel in _PANELS.values() for name in panel.list_select_related)
+
+    def get_inlines(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.inlines if obj is not None else ()  # a new user has no keys to show
+
+    def get_urls(self) -> list[URLPattern]:
+        # Before the catch-all "<path:object_id>/" of the admin's own URLs.
+        extra = [url for p in _PANELS.values() if p.urls is not None for url in p.urls(self)]
+        return extra + super().get_urls()
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        tools = [
+            tool
+            for panel in _PANELS.values()
+            if panel.object_tools is not None
+            for tool in panel.object_tools(request, object_id)
+        ]
+        extra_context = {**(extra_context or {}), "panel_tools": tools}
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def save_model(
         self, request: HttpRequest, obj: Any, form: "forms.ModelForm[Any]", change: bool
     ) -> None:
@@ -75,9 +188,7 @@ class UserAdmin(DjangoUserAdmin):
             return
         # A user added here starts like a registered one (credit account, signup grant), in
         # one transaction with the user row.
-        with transaction.atomic():
-            super().save_model(request, obj, form, change)
-            user_registered.send(sender=User, user=obj, invite_code="")
+        user_create(user=obj)
 
 
 @admin.register(ApiKey)

@@ -25,6 +25,16 @@ from .signals import user_registered
 API_KEY_NAME_MAX_LENGTH = 100
 
 
+def user_create(*, user: User, invite_code: str = "") -> User:
+    """Save a new user (built, its password set, by the caller: registration or the admin's add
+    form) and announce it, in one transaction: the apps that react (credit account and signup
+    grant, referral) write in it too, so a user never exists without them."""
+    with transaction.atomic():
+        user.save()
+        user_registered.send(sender=User, user=user, invite_code=(invite_code or "").strip())
+    return user
+
+
 def user_register(*, email: str, password: str, invite_code: str = "") -> User:
     # The form login looks up and the throttles count (see `normalize_email`), so an address
     # taken here is exactly an address that logs in to that account.
@@ -55,8 +65,9 @@ def user_register(*, email: str, password: str, invite_code: str = "") -> User:
 
     try:
         with transaction.atomic(durable=True):
-            user = User.objects.create_user(email=email, password=password)
-            user_registered.send(sender=User, user=user, invite_code=(invite_code or "").strip())
+            user = User(email=email)
+            user.set_password(password)
+            user_create(user=user, invite_code=invite_code)
     except IntegrityError:
         # Two registrations of one address raced past the check above; the unique index
         # decided. Anything else that broke a constraint is a real error and propagates.

@@ -1,8 +1,9 @@
 """Admin registrations of the credits app, one module per concern.
 
-- the user page (accounts' `UserAdmin`, extended here because accounts may not import credits):
-  balance, reserved and available credits, live lots, recent ledger entries, API keys inline,
-  and the "Adjust credits" form for staff holding `credits.adjust_credits`;
+- the credits panel of the user page (registered with `accounts.admin.user_panel_register`,
+  because accounts may not import credits): balance, reserved and available credits, live
+  lots, recent ledger entries, and the "Adjust credits" form for staff holding
+  `credits.adjust_credits`;
 - ledger entries: read-only for everyone, superusers included (the table is append-only);
 - the credit settings;
 - the index page's figures of the day (`templates/admin/credits/index.html`).
@@ -18,7 +19,7 @@ from uuid import UUID
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Model, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -27,8 +28,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from accounts.admin import UserAdmin
-from accounts.models import ApiKey, User, normalize_email
+from accounts.admin import UserPanel, user_panel_register
+from accounts.models import User, normalize_email
 from config.text import storable
 
 from . import services
@@ -65,242 +66,210 @@ def _table(headers: tuple[str, ...], rows: list[tuple[Any, ...]], empty: str) ->
     )
 
 
-class ApiKeyInline(admin.TabularInline):
-    """The user's keys, read-only (revoking is an action on the key's own page)."""
-
-    model = ApiKey
-    fields = ("name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
-    readonly_fields = fields
-    ordering = ("-created_at",)
-    extra = 0
-    can_delete = False
-    show_change_link = True
-    verbose_name_plural = "API keys (open one to revoke it)"
-
-    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
+# --- the credits panel of the user page (accounts.admin.user_panel_register) ----------------
 
 
-class CreditsUserAdmin(UserAdmin):
-    """accounts' user page plus what the ledger knows about the user. The money is read-only
-    here; it changes only through the adjust form (its own view, its own permission)."""
+def _account(obj: User) -> CreditAccount | None:
+    # Django caches the related row on `obj`, so the panel's fields read it once. None: a user
+    # without an account (staff created with createsuperuser, say).
+    account: CreditAccount | None = getattr(obj, "credit_account", None)
+    return account
 
-    change_form_template = "admin/credits/user/change_form.html"
-    inlines = (ApiKeyInline,)
-    list_display = (*UserAdmin.list_display, "balance")  # type: ignore[assignment]
-    list_select_related = ("credit_account",)
-    credits_fields = ("credits_summary", "live_lots", "recent_entries")
-    readonly_fields = (*UserAdmin.readonly_fields, *credits_fields)  # type: ignore[assignment]
-    # Money right after who the user is: it is what staff open the page for.
-    fieldsets = (  # type: ignore[assignment]
-        UserAdmin.fieldsets[0],
-        ("Credits", {"fields": credits_fields}),
-        *UserAdmin.fieldsets[1:],
+
+@admin.display(description="balance", ordering="credit_account__balance")
+def balance(obj: User) -> int | None:
+    # The cached balance (exact until the account's next expiry is swept); the user page shows
+    # the exact figures.
+    account = _account(obj)
+    return account.balance if account is not None else None
+
+
+@admin.display(description="balance")
+def credits_summary(obj: User) -> SafeString:
+    account = _account(obj)
+    if account is None:
+        return format_html("<p>{}</p>", "No credit account.")
+    figures = services.account_balance(account=account)
+    frozen = (
+        format_html(
+            '<p class="errornote">Frozen since {}: {}</p>',
+            _when(account.frozen_at),
+            account.frozen_reason,
+        )
+        if account.frozen_at
+        else ""
+    )
+    return format_html(
+        "{}"
+        '<table class="credits-table credits-summary"><tbody>'
+        '<tr><th>Balance</th><td id="credits-balance">{}</td></tr>'
+        '<tr><th>Reserved</th><td id="credits-reserved">{}</td></tr>'
+        '<tr><th>Available</th><td id="credits-available">{}</td></tr>'
+        '<tr><th>Consumed (all time)</th><td id="credits-consumed">{}</td></tr>'
+        "</tbody></table>",
+        frozen,
+        figures.balance,
+        figures.reserved,
+        figures.available,
+        account.consumed,
     )
 
-    def get_inlines(self, request: HttpRequest, obj: Any = None) -> Any:
-        return self.inlines if obj is not None else ()  # a new user has no keys to show
 
-    # --- read-only credit panels -----------------------------------------------------------
-
-    def _account(self, obj: User) -> CreditAccount | None:
-        # Django caches the related row on `obj`, so the panels read it once. None: a user
-        # without an account (staff created with createsuperuser, say).
-        account: CreditAccount | None = getattr(obj, "credit_account", None)
-        return account
-
-    @admin.display(description="balance", ordering="credit_account__balance")
-    def balance(self, obj: User) -> int | None:
-        # The cached balance (exact until the account's next expiry is swept); the user page
-        # shows the exact figures.
-        account = self._account(obj)
-        return account.balance if account is not None else None
-
-    @admin.display(description="balance")
-    def credits_summary(self, obj: User) -> SafeString:
-        account = self._account(obj)
-        if account is None:
-            return format_html("<p>{}</p>", "No credit account.")
-        figures = services.account_balance(account=account)
-        frozen = (
-            format_html(
-                '<p class="errornote">Frozen since {}: {}</p>',
-                _when(account.frozen_at),
-                account.frozen_reason,
-            )
-            if account.frozen_at
-            else ""
+@admin.display(description="live lots")
+def live_lots(obj: User) -> SafeString:
+    account = _account(obj)
+    if account is None:
+        return SafeString("")
+    rows = [
+        (
+            lot.source,
+            lot.package or "\u2013",
+            lot.granted,
+            lot.remaining,
+            lot.reserved,
+            _when(lot.expires_at),
+            _when(lot.created_at),
         )
-        return format_html(
-            "{}"
-            '<table class="credits-table credits-summary"><tbody>'
-            '<tr><th>Balance</th><td id="credits-balance">{}</td></tr>'
-            '<tr><th>Reserved</th><td id="credits-reserved">{}</td></tr>'
-            '<tr><th>Available</th><td id="credits-available">{}</td></tr>'
-            '<tr><th>Consumed (all time)</th><td id="credits-consumed">{}</td></tr>'
-            "</tbody></table>",
-            frozen,
-            figures.balance,
-            figures.reserved,
-            figures.available,
-            account.consumed,
-        )
+        for lot in services.lots_spendable(account=account)
+    ]
+    return _table(
+        ("source", "package", "granted", "remaining", "reserved", "expires", "granted at"),
+        rows,
+        "No credit left.",
+    )
 
-    @admin.display(description="live lots")
-    def live_lots(self, obj: User) -> SafeString:
-        account = self._account(obj)
-        if account is None:
-            return SafeString("")
-        rows = [
-            (
-                lot.source,
-                lot.package or "\u2013",
-                lot.granted,
-                lot.remaining,
-                lot.reserved,
-                _when(lot.expires_at),
-                _when(lot.created_at),
-            )
-            for lot in services.lots_spendable(account=account)
-        ]
-        return _table(
-            ("source", "package", "granted", "remaining", "reserved", "expires", "granted at"),
-            rows,
-            "No credit left.",
-        )
 
-    @admin.display(description="recent ledger entries")
-    def recent_entries(self, obj: User) -> SafeString:
-        account = self._account(obj)
-        if account is None:
-            return SafeString("")
-        entries = (
-            LedgerEntry.objects.filter(account=account)
-            .select_related("lot", "created_by")
-            .order_by("-id")[:RECENT_ENTRIES]
+@admin.display(description="recent ledger entries")
+def recent_entries(obj: User) -> SafeString:
+    account = _account(obj)
+    if account is None:
+        return SafeString("")
+    entries = (
+        LedgerEntry.objects.filter(account=account)
+        .select_related("lot", "created_by")
+        .order_by("-id")[:RECENT_ENTRIES]
+    )
+    rows = [
+        (
+            _when(entry.created_at),
+            entry.kind,
+            f"{entry.amount:+d}",
+            entry.balance_after,
+            entry.lot.source,
+            entry.reference,
+            entry.reason,
+            entry.created_by.email if entry.created_by else "",
         )
-        rows = [
-            (
-                _when(entry.created_at),
-                entry.kind,
-                f"{entry.amount:+d}",
-                entry.balance_after,
-                entry.lot.source,
-                entry.reference,
-                entry.reason,
-                entry.created_by.email if entry.created_by else "",
-            )
-            for entry in entries
-        ]
-        link = format_html(
-            '<p><a href="{}?account={}">All entries of this user</a></p>',
-            reverse("admin:credits_ledgerentry_changelist"),
-            obj.pk,
+        for entry in entries
+    ]
+    link = format_html(
+        '<p><a href="{}?account={}">All entries of this user</a></p>',
+        reverse("admin:credits_ledgerentry_changelist"),
+        obj.pk,
+    )
+    table = _table(
+        ("at", "kind", "amount", "balance after", "source", "reference", "reason", "by"),
+        rows,
+        "No entries yet.",
+    )
+    return format_html('<div id="recent-entries">{}</div>{}', table, link)
+
+
+# --- the adjust form: its own view, its own permission ---------------------------------------
+
+ADJUST_URL_NAME = "accounts_user_adjust_credits"
+
+
+def _adjust_urls(model_admin: "admin.ModelAdmin[User]") -> list[URLPattern]:
+    def view(request: HttpRequest, user_id: UUID) -> HttpResponse:
+        return adjust_credits_view(model_admin, request, user_id)
+
+    return [
+        path(
+            "<uuid:user_id>/adjust-credits/",
+            model_admin.admin_site.admin_view(view),
+            name=ADJUST_URL_NAME,
         )
-        table = _table(
-            ("at", "kind", "amount", "balance after", "source", "reference", "reason", "by"),
-            rows,
-            "No entries yet.",
-        )
-        return format_html('<div id="recent-entries">{}</div>{}', table, link)
+    ]
 
-    # --- the adjust form -------------------------------------------------------------------
 
-    def get_urls(self) -> list[URLPattern]:
-        info = (self.opts.app_label, self.opts.model_name)
-        custom = [
-            path(
-                "<uuid:user_id>/adjust-credits/",
-                self.admin_site.admin_view(self.adjust_credits_view),
-                name="{}_{}_adjust_credits".format(*info),
-            )
-        ]
-        return custom + super().get_urls()  # before the catch-all "<path:object_id>/"
+def _adjust_tools(request: HttpRequest, object_id: str) -> list[tuple[str, str, str]]:
+    try:
+        user_id = UUID(object_id)
+    except ValueError:
+        return []  # the admin itself answers that no such user exists
+    if (
+        not request.user.has_perm(ADJUST_PERMISSION)
+        or not CreditAccount.objects.filter(pk=user_id).exists()  # staff may have none
+    ):
+        return []
+    url = reverse(f"admin:{ADJUST_URL_NAME}", args=[user_id])
+    return [("adjust-credits-link", "Adjust credits", url)]
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        extra_context = dict(extra_context or {})
+
+def adjust_credits_view(
+    model_admin: "admin.ModelAdmin[User]", request: HttpRequest, user_id: UUID
+) -> HttpResponse:
+    if not request.user.has_perm(ADJUST_PERMISSION):
+        raise PermissionDenied
+    user = get_object_or_404(User, pk=user_id)
+    account = get_object_or_404(CreditAccount, pk=user.pk)
+    change_url = reverse("admin:accounts_user_change", args=[user.pk])
+    form = AdjustCreditsForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        amount: int = form.cleaned_data["amount"]
         try:
-            user_id = UUID(object_id)
-        except ValueError:
-            user_id = None  # the admin itself answers that no such user exists
-        if (
-            user_id is not None
-            and request.user.has_perm(ADJUST_PERMISSION)
-            and CreditAccount.objects.filter(pk=user_id).exists()  # staff may have none
-        ):
-            extra_context["adjust_credits_url"] = reverse(
-                f"admin:{self.opts.app_label}_{self.opts.model_name}_adjust_credits",
-                args=[user_id],
+            services.credits_adjust(
+                user_id=user.pk,
+                amount=amount,
+                reason=form.cleaned_data["reason"],
+                idempotency_key=form.idempotency_key,
+                created_by=request.user,  # type: ignore[arg-type]
+                expires_at=form.cleaned_data["expires_at"],
             )
-        return super().change_view(request, object_id, form_url, extra_context)
-
-    def adjust_credits_view(self, request: HttpRequest, user_id: UUID) -> HttpResponse:
-        if not request.user.has_perm(ADJUST_PERMISSION):
-            raise PermissionDenied
-        user = get_object_or_404(User, pk=user_id)
-        account = get_object_or_404(CreditAccount, pk=user.pk)
-        form = AdjustCreditsForm(request.POST if request.method == "POST" else None)
-        if request.method == "POST" and form.is_valid():
-            amount: int = form.cleaned_data["amount"]
-            try:
-                services.credits_adjust(
-                    user_id=user.pk,
-                    amount=amount,
-                    reason=form.cleaned_data["reason"],
-                    idempotency_key=form.idempotency_key,
-                    created_by=request.user,  # type: ignore[arg-type]
-                    expires_at=form.cleaned_data["expires_at"],
-                )
-            except InsufficientCredits as exc:
-                form.add_error("amount", exc.message)
-            except IdempotencyConflict:
-                form.add_error(
-                    None,
-                    "This form was already used for a different adjustment. "
-                    "Nothing was written: open the form again for a new one.",
-                )
-            else:
-                self.log_change(
-                    request, user, f"Adjusted credits by {amount:+d}: {form.cleaned_data['reason']}"
-                )
-                self.message_user(
-                    request,
-                    f"Adjusted the credits of {user.email} by {amount:+d}.",
-                    messages.SUCCESS,
-                )
-                return HttpResponseRedirect(
-                    reverse(
-                        f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
-                        args=[user.pk],
-                    )
-                )
-        figures = services.account_balance(account=account)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Adjust the credits of {user.email}",
-            "opts": self.opts,
-            "original": user,
-            "form": form,
-            "media": self.media + form.media,
-            "balance": figures,
-            "change_url": reverse(
-                f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[user.pk]
-            ),
-        }
-        return TemplateResponse(request, "admin/credits/user/adjust_credits.html", context)
+        except InsufficientCredits as exc:
+            form.add_error("amount", exc.message)
+        except IdempotencyConflict:
+            form.add_error(
+                None,
+                "This form was already used for a different adjustment. "
+                "Nothing was written: open the form again for a new one.",
+            )
+        else:
+            model_admin.log_change(
+                request, user, f"Adjusted credits by {amount:+d}: {form.cleaned_data['reason']}"
+            )
+            model_admin.message_user(
+                request, f"Adjusted the credits of {user.email} by {amount:+d}.", messages.SUCCESS
+            )
+            return HttpResponseRedirect(change_url)
+    figures = services.account_balance(account=account)
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": f"Adjust the credits of {user.email}",
+        "opts": model_admin.opts,
+        "original": user,
+        "form": form,
+        "media": model_admin.media + form.media,
+        "balance": figures,
+        "change_url": change_url,
+    }
+    return TemplateResponse(request, "admin/credits/user/adjust_credits.html", context)
 
 
-admin.site.unregister(User)
-admin.site.register(User, CreditsUserAdmin)
+# Money right after who the user is: it is what staff open the page for. Read-only here; it
+# changes only through the adjust form.
+user_panel_register(
+    UserPanel(
+        name="credits",
+        title="Credits",
+        fields=(credits_summary, live_lots, recent_entries),
+        list_display=(balance,),
+        list_select_related=("credit_account",),
+        urls=_adjust_urls,
+        object_tools=_adjust_tools,
+    )
+)
 
 
 # --- the ledger ------------------------------------------------------------------------------

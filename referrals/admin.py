@@ -11,8 +11,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from accounts.admin import UserPanel, user_panel_register
 from accounts.models import User
-from credits.admin import CreditsUserAdmin
 
 from .models import Referral, ReferralProgram
 
@@ -105,45 +105,32 @@ class ReferralAdmin(admin.ModelAdmin):
         return False
 
 
-class ReferralsUserAdmin(CreditsUserAdmin):
-    """The credits user page plus who invited the user and whom they invited. It lives here
-    because dependencies point accounts <- credits <- referrals, never the other way."""
+# --- the referrals panel of the user page (accounts.admin.user_panel_register) --------------
 
-    referral_fields = ("invited_by", "referrals_made")
-    readonly_fields = (*CreditsUserAdmin.readonly_fields, *referral_fields)  # type: ignore[assignment]
-    fieldsets = (  # type: ignore[assignment]
-        (
-            CreditsUserAdmin.fieldsets[0][0],
-            {
-                **CreditsUserAdmin.fieldsets[0][1],
-                "fields": (*CreditsUserAdmin.fieldsets[0][1]["fields"], *referral_fields),
-            },
-        ),
-        *CreditsUserAdmin.fieldsets[1:],
+
+@admin.display(description="invited by")
+def invited_by(obj: User) -> SafeString | str:
+    referral = Referral.objects.select_related("inviter").filter(invitee=obj).first()
+    if referral is None:
+        return "\u2013"
+    return format_html(
+        '<a href="{}">{}</a>',
+        reverse("admin:accounts_user_change", args=[referral.inviter_id]),
+        referral.inviter.email,
     )
 
-    @admin.display(description="invited by")
-    def invited_by(self, obj: User) -> SafeString | str:
-        referral = Referral.objects.select_related("inviter").filter(invitee=obj).first()
-        if referral is None:
-            return "\u2013"
-        return format_html(
-            '<a href="{}">{}</a>',
-            reverse("admin:accounts_user_change", args=[referral.inviter_id]),
-            referral.inviter.email,
-        )
 
-    @admin.display(description="referrals made")
-    def referrals_made(self, obj: User) -> SafeString:
-        count = Referral.objects.filter(inviter=obj).count()
-        return format_html(
-            '<a href="{}?inviter={}">{} referral{}</a>',
-            reverse("admin:referrals_referral_changelist"),
-            obj.pk,
-            count,
-            "" if count == 1 else "s",
-        )
+@admin.display(description="referrals made")
+def referrals_made(obj: User) -> SafeString:
+    count = Referral.objects.filter(inviter=obj).count()
+    return format_html(
+        '<a href="{}?inviter={}">{} referral{}</a>',
+        reverse("admin:referrals_referral_changelist"),
+        obj.pk,
+        count,
+        "" if count == 1 else "s",
+    )
 
 
-admin.site.unregister(User)
-admin.site.register(User, ReferralsUserAdmin)
+# With who the user is: who invited them and whom they invited.
+user_panel_register(UserPanel(name="referrals", fields=(invited_by, referrals_made)))

@@ -11,6 +11,16 @@ from django.http import HttpRequest
 from .models import Tier
 from .ratelimit import tiers_cache_clear
 
+# What staff edit of a tier, and see of every tier in the list.
+TIER_FIELDS = (
+    "name",
+    "min_balance",
+    "max_balance",
+    "requests_per_minute",
+    "requests_per_hour",
+    "requests_per_day",
+)
+
 
 class TierForm(forms.ModelForm):
     """The model's CHECK constraints and `Tier.clean` (no overlapping ranges) run through the
@@ -18,14 +28,7 @@ class TierForm(forms.ModelForm):
 
     class Meta:
         model = Tier
-        fields = (
-            "name",
-            "min_balance",
-            "max_balance",
-            "requests_per_minute",
-            "requests_per_hour",
-            "requests_per_day",
-        )
+        fields = TIER_FIELDS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -44,14 +47,7 @@ class TierForm(forms.ModelForm):
 @admin.register(Tier)
 class TierAdmin(admin.ModelAdmin):
     form = TierForm
-    list_display = (
-        "name",
-        "min_balance",
-        "max_balance",
-        "requests_per_minute",
-        "requests_per_hour",
-        "requests_per_day",
-    )
+    list_display = TIER_FIELDS
     ordering = ("min_balance",)
 
     def save_model(self, request: HttpRequest, obj: Tier, form: Any, change: bool) -> None:

@@ -14,6 +14,18 @@ from credits.payments.models import Package, Purchase, StripeEvent, StripeEventS
 # django.setup()) registers the Stripe event task.
 from . import services, tasks  # noqa: F401
 
+# A package's own fields: what the list shows and the form edits (with its customers).
+PACKAGE_COLUMNS = (
+    "slug",
+    "name",
+    "credits",
+    "price_amount",
+    "currency",
+    "validity_months",
+    "active",
+    "enterprise",
+)
+
 
 class PackageForm(forms.ModelForm):
     """Packages: the model's CHECK constraints (credits and price positive, currency lower-case
@@ -22,17 +34,7 @@ class PackageForm(forms.ModelForm):
 
     class Meta:
         model = Package
-        fields = (
-            "slug",
-            "name",
-            "credits",
-            "price_amount",
-            "currency",
-            "validity_months",
-            "active",
-            "enterprise",
-            "customers",
-        )
+        fields = (*PACKAGE_COLUMNS, "customers")
 
     def clean_currency(self) -> str:
         currency: str = self.cleaned_data["currency"]
@@ -51,16 +53,7 @@ class PackageForm(forms.ModelForm):
 
 @admin.register(Package)
 class PackageAdmin(admin.ModelAdmin):
-    list_display = (
-        "slug",
-        "name",
-        "credits",
-        "price_amount",
-        "currency",
-        "validity_months",
-        "active",
-        "enterprise",
-    )
+    list_display = PACKAGE_COLUMNS
     list_filter = ("active", "enterprise")
     search_fields = ("slug", "name")
     form = PackageForm  # Enterprise packages name their customers; currency lower-cased
