@@ -99,10 +99,31 @@ class Lot(models.Model):
         null=True, blank=True, help_text="When the expiry was written."
     )
     created_at = models.DateTimeField()
+    # Claw-backs (refunds, disputes, reversed rewards) claim credits of one lot. What is unspent
+    # and unheld is taken at once; what live holds cover is *owed*, taken as each hold is
+    # released or expires (a committed hold's credit is spent, so its share of the debt becomes
+    # uncollectable); what was already spent is *uncollectable* from the start. `claimed` is the
+    # total ever claimed, so a claim is stated as "up to N" and a repeated claim adds nothing.
+    clawback_claimed = models.IntegerField(default=0)
+    clawback_owed = models.IntegerField(
+        default=0, help_text="Claimed credits still held by live holds, taken when they end."
+    )
+    clawback_uncollectable = models.IntegerField(
+        default=0, help_text="Claimed credits that were spent before they could be taken back."
+    )
 
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(granted__gt=0), name="lot_granted_positive"),
+            # Owed credits are always held ones, so releasing the holds can always pay the debt.
+            models.CheckConstraint(
+                condition=Q(clawback_owed__gte=0)
+                & Q(clawback_owed__lte=F("reserved"))
+                & Q(clawback_uncollectable__gte=0)
+                & Q(clawback_claimed__lte=F("granted"))
+                & Q(clawback_claimed__gte=F("clawback_owed") + F("clawback_uncollectable")),
+                name="lot_what_is_owed_is_held",
+            ),
             models.CheckConstraint(
                 condition=Q(remaining__lte=F("granted")), name="lot_remaining_within_granted"
             ),
