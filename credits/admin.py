@@ -33,7 +33,7 @@ from config.text import storable
 
 from . import services
 from .admin_forms import AdjustCreditsForm
-from .errors import IdempotencyConflict, InsufficientCredits
+from .errors import IdempotencyConflict, InsufficientCredits, LedgerLimitExceeded
 from .models import CreditAccount, CreditSettings, LedgerEntry
 
 ADJUST_PERMISSION = "credits.adjust_credits"
@@ -260,7 +260,7 @@ class CreditsUserAdmin(UserAdmin):
                     created_by=request.user,  # type: ignore[arg-type]
                     expires_at=form.cleaned_data["expires_at"],
                 )
-            except InsufficientCredits as exc:
+            except (InsufficientCredits, LedgerLimitExceeded) as exc:
                 form.add_error("amount", exc.message)
             except IdempotencyConflict:
                 form.add_error(

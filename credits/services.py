@@ -34,8 +34,18 @@ from .errors import (
     HoldNotFound,
     IdempotencyConflict,
     InsufficientCredits,
+    LedgerLimitExceeded,
 )
-from .models import CreditAccount, EntryKind, Hold, HoldStatus, LedgerEntry, Lot, LotSource
+from .models import (
+    MAX_CREDITS,
+    CreditAccount,
+    EntryKind,
+    Hold,
+    HoldStatus,
+    LedgerEntry,
+    Lot,
+    LotSource,
+)
 from .signals import clawback_collected
 
 
@@ -309,6 +319,12 @@ def credits_grant(
             existing = _existing_entry(idempotency_key)
             if existing is not None:
                 return _check_replay(existing, amount=amount, account=account)
+            if amount > MAX_CREDITS - account.balance:
+                raise LedgerLimitExceeded(
+                    f"Cannot grant {amount} credits: the balance would pass {MAX_CREDITS:,}, "
+                    "the most the ledger can hold.",
+                    field="amount",
+                )
             lot = Lot.objects.create(
                 account=account,
                 source=source,

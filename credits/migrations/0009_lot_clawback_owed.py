@@ -52,12 +52,12 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="lot",
             name="clawback_claimed",
-            field=models.IntegerField(default=0),
+            field=models.BigIntegerField(default=0),
         ),
         migrations.AddField(
             model_name="lot",
             name="clawback_owed",
-            field=models.IntegerField(
+            field=models.BigIntegerField(
                 default=0,
                 help_text="Claimed credits still held by live holds, taken when they end.",
             ),
@@ -65,7 +65,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="lot",
             name="clawback_uncollectable",
-            field=models.IntegerField(
+            field=models.BigIntegerField(
                 default=0,
                 help_text="Claimed credits that were spent before they could be taken back.",
             ),

@@ -1,15 +1,15 @@
 CREATE OR REPLACE FUNCTION gateway_settle(p_request_id text, p_commit boolean, p_model text,
                                p_prompt_tokens integer, p_completion_tokens integer,
                                p_reason text, p_http_status integer, p_now timestamptz)
-RETURNS TABLE(outcome text, charged integer, available integer, status text)
+RETURNS TABLE(outcome text, charged integer, available bigint, status text)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     a record;
     h record;
     v_lot_expires timestamptz;
-    v_balance integer;
-    v_reserved integer;
+    v_balance bigint;
+    v_reserved bigint;
     v_charged integer;
     v_wanted text := CASE WHEN p_commit THEN 'committed' ELSE 'released' END;
 BEGIN
@@ -31,7 +31,7 @@ BEGIN
         IF h.status = v_wanted THEN
             outcome := 'replay';
             charged := h.charged;
-            available := COALESCE((h.decision #>> '{_settle,credits_remaining}')::integer,
+            available := COALESCE((h.decision #>> '{_settle,credits_remaining}')::bigint,
                                   a.balance - a.reserved);
         ELSE
             outcome := 'conflict';
