@@ -34,7 +34,7 @@ from config.text import storable
 
 from . import services
 from .admin_forms import AdjustCreditsForm
-from .errors import IdempotencyConflict, InsufficientCredits
+from .errors import IdempotencyConflict, InsufficientCredits, LedgerLimitExceeded
 from .models import CreditAccount, CreditSettings, LedgerEntry
 
 ADJUST_PERMISSION = "credits.adjust_credits"
@@ -227,7 +227,7 @@ def adjust_credits_view(
                 created_by=request.user,  # type: ignore[arg-type]
                 expires_at=form.cleaned_data["expires_at"],
             )
-        except InsufficientCredits as exc:
+        except (InsufficientCredits, LedgerLimitExceeded) as exc:
             form.add_error("amount", exc.message)
         except IdempotencyConflict:
             form.add_error(

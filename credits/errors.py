@@ -23,3 +23,9 @@ class HoldAlreadySettled(Conflict):
 
 class HoldNotFound(NotFound):
     code = "request_not_found"
+
+
+class LedgerLimitExceeded(ApplicationError):
+    """A grant that would take a balance past what the ledger can hold (`MAX_CREDITS`)."""
+
+    code = "amount_too_large"

@@ -34,8 +34,19 @@ from .errors import (
     HoldNotFound,
     IdempotencyConflict,
     InsufficientCredits,
+    LedgerLimitExceeded,
 )
-from .models import CreditAccount, EntryKind, Hold, HoldStatus, LedgerEntry, Lot, LotSource
+from .models import (
+    MAX_CREDITS,
+    CreditAccount,
+    EntryKind,
+    Hold,
+    HoldStatus,
+    LedgerEntry,
+    Lot,
+    LotSource,
+)
+from .signals import clawback_collected
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,15 @@ def account_balance(*, account: CreditAccount, now: datetime | None = None) -> B
     reserved = live.aggregate(total=Sum("amount"))["total"] or 0
     # Credits held before their lot expired still belong to the balance until settled.
     balance += live.filter(lot__expires_at__lte=now).aggregate(total=Sum("amount"))["total"] or 0
+    # An expired hold's credit goes back to its lot, where an owed claw-back takes it.
+    owing = Lot.objects.filter(account=account, clawback_owed__gt=0).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    )
+    for lot_id, owed in owing.values_list("pk", "clawback_owed"):
+        ended = Hold.objects.filter(
+            lot_id=lot_id, status=HoldStatus.LIVE, expires_at__lte=now
+        ).aggregate(total=Sum("amount"))["total"]
+        balance -= min(owed, ended or 0)
     return Balance(balance, reserved)
 
 
@@ -155,6 +175,8 @@ def _release_hold(account: CreditAccount, hold: Hold, *, status: str, now: datet
     if lot.expires_at is not None and lot.expires_at <= now:
         lot.remaining -= hold.amount
         account.balance -= hold.amount
+        # An owed claw-back has nothing to take from an expired credit: its debt ends with it.
+        lot.clawback_owed = min(lot.clawback_owed, lot.reserved)
         _write_entry(
             account,
             lot,
@@ -174,10 +196,32 @@ def _release_hold(account: CreditAccount, hold: Hold, *, status: str, now: datet
         # The credit is unheld again in a lot that will expire: a recomputation made while the
         # lot was fully held skipped it, so its expiry must be due again.
         account.next_event_at = lot.expires_at
-    lot.save(update_fields=["reserved", "remaining"])
+    if lot.clawback_owed > 0 and (lot.expires_at is None or lot.expires_at > now):
+        _collect_owed(account, lot, hold, now)
+    lot.save(update_fields=["reserved", "remaining", "clawback_owed"])
     hold.status = status
     hold.settled_at = now
     hold.save(update_fields=["status", "settled_at"])
+
+
+def _collect_owed(account: CreditAccount, lot: Lot, hold: Hold, now: datetime) -> None:
+    """The released credit of a lot that owes a claw-back is taken back at once, with its own
+    `clawback` entry (the claim that made the debt named the purchase or reward)."""
+    take = min(lot.clawback_owed, hold.amount)
+    lot.clawback_owed -= take
+    lot.remaining -= take
+    account.balance -= take
+    _write_entry(
+        account,
+        lot,
+        kind=EntryKind.CLAWBACK,
+        amount=-take,
+        key=f"clawback:hold:{hold.pk}",
+        now=now,
+        reference=f"request:{hold.request_id}",
+        reason="Claw-back owed on this lot, taken when the hold ended.",
+    )
+    clawback_collected.send(sender=Lot, lot=lot, amount=take)
 
 
 def _settle_due(account: CreditAccount, now: datetime) -> None:
@@ -256,6 +300,12 @@ def credits_grant(
             existing = _existing_entry(idempotency_key)
             if existing is not None:
                 return _check_replay(existing, amount=amount, account=account)
+            if amount > MAX_CREDITS - account.balance:
+                raise LedgerLimitExceeded(
+                    f"Cannot grant {amount} credits: the balance would pass {MAX_CREDITS:,}, "
+                    "the most the ledger can hold.",
+                    field="amount",
+                )
             lot = Lot.objects.create(
                 account=account,
                 source=source,
@@ -376,47 +426,78 @@ def credits_adjust(
         return entries
 
 
+@dataclass(frozen=True)
+class ClawbackResult:
+    """What one claim did: `entry` took unspent, unheld credit now (None: nothing to take);
+    `owed` credits wait for live holds to end; `uncollectable` were spent already."""
+
+    entry: LedgerEntry | None
+    owed: int
+    uncollectable: int
+
+
 def credits_claw_back(
     *,
     user_id: UUID,
     lot_id: int,
-    amount: int,
+    claim_up_to: int,
     idempotency_key: str,
     reference: str = "",
     reason: str = "",
-) -> LedgerEntry | None:
-    """Take back up to `amount` unspent, unheld credits of one lot (refunds, disputes, rewards).
-    Clamps instead of refusing; returns None when there was nothing left to take."""
-    if amount <= 0:
-        raise ValueError("a claw-back amount must be positive")
+) -> ClawbackResult:
+    """Claim back credits of one lot (refunds, disputes, reversed rewards) until the lot's
+    claims total `claim_up_to` (capped at what it granted). Stated as a total, a claim is
+    idempotent: repeating it, or a smaller one, claims nothing more.
+
+    What the claim adds is taken from the lot's unspent, unheld credits now; what live holds
+    cover is owed and taken as each hold is released or expires (a committed hold's credit is
+    spent); the rest was spent already and is recorded as uncollectable, for staff to see.
+    Never below zero."""
+    if claim_up_to <= 0:
+        raise ValueError("a claw-back claim must be positive")
     now = clock.now()
     with transaction.atomic():
         account = _open(user_id, now)
-        existing = _existing_entry(idempotency_key)
-        if existing is not None:
-            return existing
         lot = locks.lot_lock(lot_id, account=account)
+        claim = min(claim_up_to, lot.granted) - lot.clawback_claimed
+        if claim <= 0:
+            return ClawbackResult(_existing_entry(idempotency_key), 0, 0)
         if lot.expires_at is not None and lot.expires_at <= now:
-            return None  # expired credit is already gone (its expire entry says so)
-        take = min(amount, lot.remaining - lot.reserved)
-        if take <= 0:
-            return None
+            # Expired credit is already gone (its expire entry says so); a live hold's credit
+            # on it still expires when the hold ends. Nothing is taken, nothing is owed.
+            take, owed = 0, 0
+        else:
+            take = min(claim, lot.remaining - lot.reserved)
+            owed = min(claim - take, lot.reserved - lot.clawback_owed)
+        uncollectable = claim - take - owed
         lot.remaining -= take
-        lot.save(update_fields=["remaining"])
-        account.balance -= take
-        entry = _write_entry(
-            account,
-            lot,
-            kind=EntryKind.CLAWBACK,
-            amount=-take,
-            key=idempotency_key,
-            now=now,
-            reference=reference,
-            reason=reason,
+        lot.clawback_claimed += claim
+        lot.clawback_owed += owed
+        lot.clawback_uncollectable += uncollectable
+        lot.save(
+            update_fields=[
+                "remaining",
+                "clawback_claimed",
+                "clawback_owed",
+                "clawback_uncollectable",
+            ]
         )
-        _recompute_next_event(account)
-        _save_account(account)
-        return entry
+        entry = None
+        if take > 0:
+            account.balance -= take
+            entry = _write_entry(
+                account,
+                lot,
+                kind=EntryKind.CLAWBACK,
+                amount=-take,
+                key=idempotency_key,
+                now=now,
+                reference=reference,
+                reason=reason,
+            )
+            _recompute_next_event(account)
+            _save_account(account)
+        return ClawbackResult(entry, owed, uncollectable)
 
 
 def hold_create(
@@ -497,7 +578,12 @@ def _charge(account: CreditAccount, lot: Lot, hold: Hold, now: datetime, *, held
     if held:
         lot.reserved -= hold.amount
         account.reserved -= hold.amount
-    lot.save(update_fields=["remaining", "reserved"])
+        # A claw-back owed on this lot can no longer count on this credit: it is spent.
+        # (gateway_settle's commit does the same in SQL.)
+        spent_owed = max(lot.clawback_owed - lot.reserved, 0)
+        lot.clawback_owed -= spent_owed
+        lot.clawback_uncollectable += spent_owed
+    lot.save(update_fields=["remaining", "reserved", "clawback_owed", "clawback_uncollectable"])
     _write_entry(
         account,
         lot,

@@ -189,15 +189,16 @@ def referral_reverse_payment(
         if referral.payment_status == PaymentReward.GRANTED:
             entry = referral.payment_entry
             assert entry is not None  # guaranteed by referral_payment_entry_iff_earned
-            # Clamps to what is unspent and unheld; None when the inviter spent it all.
+            # Takes what is unspent and unheld now (None when the inviter spent or holds it
+            # all); held credits are taken as their holds end, and show on the lot.
             referral.clawback_entry = credits_services.credits_claw_back(
                 user_id=referral.inviter_id,
                 lot_id=entry.lot_id,
-                amount=entry.amount,
+                claim_up_to=entry.amount,
                 idempotency_key=f"referral:reversed:{referral.pk}",
                 reference=f"referral:{referral.pk}",
                 reason=f"Referral reward reversed: the invited user's first payment ({cause}).",
-            )
+            ).entry
             referral.payment_status = PaymentReward.REVERSED
         referral.save(
             update_fields=["reversed_at", "reversal_cause", "payment_status", "clawback_entry"]

@@ -4,6 +4,7 @@ in their own apps (`credits.gateway.models`, `credits.payments.models`).
 """
 
 from .ledger import (
+    MAX_CREDITS,
     CreditAccount,
     CreditSettings,
     EntryKind,
@@ -15,6 +16,7 @@ from .ledger import (
 )
 
 __all__ = [
+    "MAX_CREDITS",
     "CreditAccount",
     "CreditSettings",
     "EntryKind",

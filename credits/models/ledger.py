@@ -22,6 +22,10 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
+# Every credit amount of the ledger (balances, lots, entries) is a signed 64-bit integer: the
+# most credits an account can hold. A grant past it is refused (`LedgerLimitExceeded`).
+MAX_CREDITS = 2**63 - 1
+
 
 class CreditSettings(models.Model):
     """Amounts staff can change without a deploy. One row (pk=1)."""
@@ -47,8 +51,9 @@ class CreditAccount(models.Model):
         primary_key=True,
         related_name="credit_account",
     )
-    balance = models.IntegerField(default=0)
-    reserved = models.IntegerField(default=0)
+    # 64-bit, as every credit amount of the ledger (`credits.models.MAX_CREDITS`).
+    balance = models.BigIntegerField(default=0)
+    reserved = models.BigIntegerField(default=0)
     consumed = models.BigIntegerField(default=0, help_text="Credits charged, all time.")
     # The earliest instant at which a lot with unspent credit or a live hold expires. Until
     # then the cached balance and reserved are exact; from then on the next money operation
@@ -91,18 +96,39 @@ class Lot(models.Model):
     # `granted` and `reserved` are plain integers: their named CHECKs below bound them (a
     # PositiveIntegerField would add a second, implied CHECK that every write re-evaluates).
     # `remaining` keeps its column CHECK (`remaining >= 0`), which the named one leaves out.
-    granted = models.IntegerField()
-    remaining = models.PositiveIntegerField()
-    reserved = models.IntegerField(default=0)
+    granted = models.BigIntegerField()
+    remaining = models.PositiveBigIntegerField()
+    reserved = models.BigIntegerField(default=0)
     expires_at = models.DateTimeField(null=True, blank=True)
     expired_at = models.DateTimeField(
         null=True, blank=True, help_text="When the expiry was written."
     )
     created_at = models.DateTimeField()
+    # Claw-backs (refunds, disputes, reversed rewards) claim credits of one lot. What is unspent
+    # and unheld is taken at once; what live holds cover is *owed*, taken as each hold is
+    # released or expires (a committed hold's credit is spent, so its share of the debt becomes
+    # uncollectable); what was already spent is *uncollectable* from the start. `claimed` is the
+    # total ever claimed, so a claim is stated as "up to N" and a repeated claim adds nothing.
+    clawback_claimed = models.BigIntegerField(default=0)
+    clawback_owed = models.BigIntegerField(
+        default=0, help_text="Claimed credits still held by live holds, taken when they end."
+    )
+    clawback_uncollectable = models.BigIntegerField(
+        default=0, help_text="Claimed credits that were spent before they could be taken back."
+    )
 
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(granted__gt=0), name="lot_granted_positive"),
+            # Owed credits are always held ones, so releasing the holds can always pay the debt.
+            models.CheckConstraint(
+                condition=Q(clawback_owed__gte=0)
+                & Q(clawback_owed__lte=F("reserved"))
+                & Q(clawback_uncollectable__gte=0)
+                & Q(clawback_claimed__lte=F("granted"))
+                & Q(clawback_claimed__gte=F("clawback_owed") + F("clawback_uncollectable")),
+                name="lot_what_is_owed_is_held",
+            ),
             models.CheckConstraint(
                 condition=Q(remaining__lte=F("granted")), name="lot_remaining_within_granted"
             ),
@@ -141,8 +167,8 @@ class LedgerEntry(models.Model):
     )
     lot = models.ForeignKey(Lot, on_delete=models.PROTECT, related_name="entries")
     kind = models.CharField(max_length=16, choices=EntryKind.choices)
-    amount = models.IntegerField()
-    balance_after = models.IntegerField()
+    amount = models.BigIntegerField()
+    balance_after = models.BigIntegerField()
     idempotency_key = models.CharField(max_length=200)  # unique: see Meta.constraints
     reference = models.CharField(max_length=200, blank=True)  # indexed: see Meta.indexes
     reason = models.TextField(blank=True)

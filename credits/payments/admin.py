@@ -73,6 +73,23 @@ class StripeEventInline(admin.TabularInline):
         return False
 
 
+class ClawbackShortfallFilter(admin.SimpleListFilter):
+    """Refunded or disputed purchases whose credits could not all be taken back."""
+
+    title = "claw-back shortfall"
+    parameter_name = "shortfall"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("owed", "still owed (held)"), ("uncollectable", "uncollectable (spent)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Purchase]) -> QuerySet[Purchase]:
+        if self.value() == "owed":
+            return queryset.filter(lot__clawback_owed__gt=0)
+        if self.value() == "uncollectable":
+            return queryset.filter(lot__clawback_uncollectable__gt=0)
+        return queryset
+
+
 @admin.register(Purchase)
 class PurchaseAdmin(admin.ModelAdmin):
     list_display = (
@@ -84,11 +101,13 @@ class PurchaseAdmin(admin.ModelAdmin):
         "currency",
         "amount_refunded",
         "credits_clawed_back",
+        "clawback_owed",
+        "clawback_uncollectable",
         "dispute_status",
         "created_at",
         "paid_at",
     )
-    list_filter = ("status", "dispute_status", "package")
+    list_filter = ("status", "dispute_status", "package", ClawbackShortfallFilter)
     search_fields = (
         "id",
         "user__email",
@@ -97,7 +116,7 @@ class PurchaseAdmin(admin.ModelAdmin):
         "charge_id",
         "dispute_id",
     )
-    list_select_related = ("user", "package")
+    list_select_related = ("user", "package", "lot")
     inlines = [StripeEventInline]
     actions = ["unfreeze_buyers"]
     # Purchases change only through Stripe events; staff may annotate the reason.
@@ -123,9 +142,21 @@ class PurchaseAdmin(admin.ModelAdmin):
         "lot",
         "amount_refunded",
         "credits_clawed_back",
+        "clawback_owed",
+        "clawback_uncollectable",
         "created_at",
         "updated_at",
     )
+
+    @admin.display(description="claw-back owed")
+    def clawback_owed(self, obj: Purchase) -> int:
+        """Claimed by a refund or dispute but held by live requests: taken as they end."""
+        return obj.lot.clawback_owed if obj.lot else 0
+
+    @admin.display(description="uncollectable")
+    def clawback_uncollectable(self, obj: Purchase) -> int:
+        """Claimed by a refund or dispute but spent (or expired) before it could be taken."""
+        return obj.lot.clawback_uncollectable if obj.lot else 0
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -203,12 +203,13 @@ def _apply_refund(purchase: Purchase) -> None:
         return
     refunded = min(purchase.amount_refunded, purchase.price_amount)
     target = purchase.credits * refunded // purchase.price_amount
-    due = target - _clawed_back(purchase)
-    if due > 0:
+    if target > 0:
+        # The claim is a total: a redelivered charge.refunded, or one older than the last seen,
+        # claims nothing more. What live holds cover is taken as they end (the ledger owes it).
         ledger.credits_claw_back(
             user_id=purchase.user_id,
             lot_id=purchase.lot_id,
-            amount=due,
+            claim_up_to=target,
             # One key per cumulative refunded amount: a redelivered charge.refunded finds it.
             idempotency_key=f"refund:{purchase.pk}:{purchase.amount_refunded}",
             reference=f"purchase:{purchase.pk}",
@@ -237,7 +238,8 @@ def _claw_back_dispute(purchase: Purchase) -> None:
     ledger.credits_claw_back(
         user_id=purchase.user_id,
         lot_id=purchase.lot_id,
-        amount=purchase.credits,  # everything unspent and unheld: the ledger clamps
+        # The whole lot: unheld credit now, held credit as its holds end, the rest was spent.
+        claim_up_to=purchase.credits,
         idempotency_key=f"dispute:{purchase.dispute_id}",
         reference=f"purchase:{purchase.pk}",
         reason=f"Payment disputed ({purchase.dispute_id})",

@@ -113,7 +113,7 @@ def test_credit_released_back_to_an_expiring_lot_still_expires_on_time() -> None
     user = funded_user((1, clock.now() + timedelta(minutes=5)), (5, None))
     services.hold_create(user_id=user.pk, request_id="r")  # takes the expiring lot's only credit
     services.credits_claw_back(
-        user_id=user.pk, lot_id=_lot(user.pk, 5).pk, amount=1, idempotency_key="claw"
+        user_id=user.pk, lot_id=_lot(user.pk, 5).pk, claim_up_to=1, idempotency_key="claw"
     )  # recomputes the next event while the expiring lot is fully held
     services.hold_release(request_id="r")
     clock.advance(timedelta(minutes=6))
@@ -284,23 +284,31 @@ def test_a_negative_adjustment_takes_available_credit_in_burn_down_order() -> No
     assert_ledger_consistent(user.pk)
 
 
-def test_a_claw_back_clamps_to_the_unspent_unheld_credits_of_its_lot() -> None:
+def test_a_claw_back_takes_the_unheld_credits_now_and_owes_the_held_ones() -> None:
     user = funded_user((5, None), (9, None))
     lot = _lot(user.pk, 5)
     services.hold_create(user_id=user.pk, request_id="r", amount=2)  # on the older lot of 5
 
-    entry = services.credits_claw_back(
-        user_id=user.pk, lot_id=lot.pk, amount=50, idempotency_key="refund-1"
+    result = services.credits_claw_back(
+        user_id=user.pk, lot_id=lot.pk, claim_up_to=50, idempotency_key="refund-1"
     )
 
+    entry = result.entry
     assert entry is not None and (entry.kind, entry.amount) == (EntryKind.CLAWBACK, -3)
-    assert (
-        services.credits_claw_back(
-            user_id=user.pk, lot_id=lot.pk, amount=1, idempotency_key="refund-2"
-        )
-        is None
+    assert (result.owed, result.uncollectable) == (2, 0)  # the claim is capped at the lot's 5
+    again = services.credits_claw_back(
+        user_id=user.pk, lot_id=lot.pk, claim_up_to=1, idempotency_key="refund-2"
     )
+    assert (again.entry, again.owed, again.uncollectable) == (None, 0, 0)
     assert _balance(user.pk) == services.Balance(balance=11, reserved=2)
+    assert_ledger_consistent(user.pk)
+
+    services.hold_release(request_id="r")  # the owed credits come back, and are taken
+
+    assert _balance(user.pk) == services.Balance(balance=9, reserved=0)
+    lot.refresh_from_db()
+    assert (lot.remaining, lot.clawback_owed, lot.clawback_uncollectable) == (0, 0, 0)
+    assert lot_flows(lot)[EntryKind.CLAWBACK] == 5
     assert_ledger_consistent(user.pk)
 
 

@@ -4,7 +4,9 @@ every step against the whole ledger (reconcile) and against a pure-Python model 
 - balance = unexpired lots' credit + credit that live holds took from lots expired since;
 - reserved = the live holds; available = balance - reserved;
 - holds take one lot in burn-down order; a live hold's commit charges its lot; a commit after the
-  hold's expiry charges available credit if any lot can cover it, else 0.
+  hold's expiry charges available credit if any lot can cover it, else 0;
+- a claw-back claims a lot up to a total: the unheld credit is taken at once, the held credit is
+  owed and taken as each hold is released or expires, a committed hold's share is uncollectable.
 
 The machine runs twice: holds made and settled by the services, and (`SqlLedgerMachine`) by the
 gateway's SQL backend; `tests/gateway/test_differential.py` compares the two row by row.
@@ -35,7 +37,7 @@ from credits import clock, services
 from credits.errors import HoldAlreadySettled, IdempotencyConflict, InsufficientCredits
 from credits.gateway import backends
 from credits.gateway.outcomes import Outcome
-from credits.models import CreditAccount, Hold, LedgerEntry, LotSource
+from credits.models import CreditAccount, Hold, LedgerEntry, Lot, LotSource
 from credits.reconciliation import reconcile
 from tests.credits.conftest import assert_every_lot_explained, funded_user
 
@@ -61,6 +63,10 @@ class ModelLot:
     id: int
     remaining: int
     expires_at: datetime | None
+    granted: int = 0
+    claimed: int = 0
+    owed: int = 0
+    uncollectable: int = 0
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -112,7 +118,32 @@ class LedgerMachine(RuleBasedStateMachine):
     # --- the model ---------------------------------------------------------------------------
 
     def _live_holds(self, n: int, now: datetime) -> list[ModelHold]:
+        self._end_expired_holds(now)
         return [h for h in self.model_holds.values() if h.account == n and h.live(now)]
+
+    def _held(self, lot: ModelLot) -> int:
+        return sum(
+            h.amount for h in self.model_holds.values() if h.lot_id == lot.id and h.status == "live"
+        )
+
+    def _hold_ends(self, hold: ModelHold, now: datetime) -> None:
+        """A live hold is released or expires: its credit returns to its lot, where an owed
+        claw-back takes it (or, on an expired lot, the debt ends with the expired credit)."""
+        lot = self.accounts[hold.account].lots[hold.lot_id]
+        hold.status = "ending"  # no longer counted as held below
+        if lot.expired(now):
+            lot.owed = min(lot.owed, self._held(lot))
+        else:
+            take = min(lot.owed, hold.amount)
+            lot.owed -= take
+            lot.remaining -= take
+
+    def _end_expired_holds(self, now: datetime) -> None:
+        """Holds past their expiry end as the ledger's reads and next operation see them."""
+        for hold in self.model_holds.values():
+            if hold.status == "live" and now >= hold.expires_at:
+                self._hold_ends(hold, now)
+                hold.status = "expired"
 
     def _unheld(self, n: int, lot: ModelLot, now: datetime) -> int:
         held = sum(h.amount for h in self._live_holds(n, now) if h.lot_id == lot.id)
@@ -163,7 +194,9 @@ class LedgerMachine(RuleBasedStateMachine):
             idempotency_key=key,
             expires_at=now + expiry if expiry else None,
         )
-        self.accounts[n].lots[entry.lot_id] = ModelLot(entry.lot_id, amount, entry.lot.expires_at)
+        self.accounts[n].lots[entry.lot_id] = ModelLot(
+            entry.lot_id, amount, entry.lot.expires_at, granted=amount
+        )
         return (n, key, amount)
 
     @rule(grant=grants, other_amount=st.booleans())
@@ -232,6 +265,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def _settle(self, request_id: str, commit: bool) -> None:
         now = clock.now()
+        self._end_expired_holds(now)  # as the settle's own transaction does first
         hold = self.model_holds[request_id]
         wanted = "committed" if commit else "released"
         if hold.status in ("committed", "released"):
@@ -245,14 +279,21 @@ class LedgerMachine(RuleBasedStateMachine):
         lots = self.accounts[hold.account].lots
         if hold.live(now):
             expected = hold.amount if commit else 0
+            lot = lots[hold.lot_id]
             if commit:
-                lots[hold.lot_id].remaining -= hold.amount
-        else:
-            hold.status = "expired"  # its credit went back to its lot (gone if that expired)
-            lot = self._fitting_lot(hold.account, hold.amount, now) if commit else None
-            expected = hold.amount if lot is not None else 0
-            if lot is not None:
                 lot.remaining -= hold.amount
+                hold.status = "ending"
+                spent = max(lot.owed - self._held(lot), 0)  # owed credit that is now spent
+                lot.owed -= spent
+                lot.uncollectable += spent
+            else:
+                self._hold_ends(hold, now)
+        else:
+            # Ended by its expiry (above): its credit went back to its lot (gone if that expired).
+            late_lot = self._fitting_lot(hold.account, hold.amount, now) if commit else None
+            expected = hold.amount if late_lot is not None else 0
+            if late_lot is not None:
+                late_lot.remaining -= hold.amount
         hold.status, hold.charged = wanted, expected
         replayed, charged, available = self._hold_settle(request_id, commit=commit)
         assert (replayed, charged) == (False, expected)
@@ -281,7 +322,9 @@ class LedgerMachine(RuleBasedStateMachine):
         }
         if amount > 0:
             entry = services.credits_adjust(**call)[0]  # type: ignore[arg-type]
-            self.accounts[n].lots[entry.lot_id] = ModelLot(entry.lot_id, amount, None)
+            self.accounts[n].lots[entry.lot_id] = ModelLot(
+                entry.lot_id, amount, None, granted=amount
+            )
             return
         available = self._expected(n, now).available
         if -amount > available:
@@ -300,22 +343,30 @@ class LedgerMachine(RuleBasedStateMachine):
                 break
         assert wanted == 0
 
-    @rule(n=st.integers(0, 2), pick=st.integers(0, 50), amount=st.integers(1, 15))
-    def claw_back(self, n: int, pick: int, amount: int) -> None:
+    @rule(n=st.integers(0, 2), pick=st.integers(0, 50), up_to=st.integers(1, 15))
+    def claw_back(self, n: int, pick: int, up_to: int) -> None:
         lots = list(self.accounts[n].lots.values())
         if not lots:
             return
         now = clock.now()
         lot = lots[pick % len(lots)]
-        take = 0 if lot.expired(now) else min(amount, self._unheld(n, lot, now))
-        entry = services.credits_claw_back(
+        claim = max(min(up_to, lot.granted) - lot.claimed, 0)
+        take = owed = 0
+        if claim and not lot.expired(now):
+            take = min(claim, self._unheld(n, lot, now))
+            owed = min(claim - take, self._held(lot) - lot.owed)
+        result = services.credits_claw_back(
             user_id=self.accounts[n].user_id,
             lot_id=lot.id,
-            amount=amount,
+            claim_up_to=up_to,
             idempotency_key=f"claw:{uuid4()}",
         )
-        assert (entry.amount if entry else 0) == -take
+        assert (result.entry.amount if result.entry else 0) == -take
+        assert (result.owed, result.uncollectable) == (owed, claim - take - owed)
         lot.remaining -= take
+        lot.claimed += claim
+        lot.owed += owed
+        lot.uncollectable += claim - take - owed
 
     @rule()
     def sweep(self) -> None:
@@ -334,6 +385,19 @@ class LedgerMachine(RuleBasedStateMachine):
         for n, model in enumerate(self.accounts):
             account = CreditAccount.objects.get(pk=model.user_id)
             assert services.account_balance(account=account, now=now) == self._expected(n, now)
+
+    @invariant()
+    def every_claw_back_is_where_the_model_says(self) -> None:
+        self._end_expired_holds(clock.now())
+        for model in self.accounts:
+            for lot in Lot.objects.filter(account_id=model.user_id, pk__in=list(model.lots)):
+                expected = model.lots[lot.pk]
+                assert (lot.clawback_claimed, lot.clawback_uncollectable) == (
+                    expected.claimed,
+                    expected.uncollectable,
+                )
+                # Owed credit of an ended hold is taken when the ledger writes the ending.
+                assert lot.clawback_owed >= expected.owed
 
 
 class SqlLedgerMachine(LedgerMachine):

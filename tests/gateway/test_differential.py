@@ -147,6 +147,9 @@ def snapshot(twin: Twin) -> dict[str, Any]:
                 lot.expires_at,
                 lot.expired_at,
                 lot.created_at,
+                lot.clawback_claimed,
+                lot.clawback_owed,
+                lot.clawback_uncollectable,
             )
             for lot in lots
         ],
@@ -371,15 +374,16 @@ class Differential(RuleBasedStateMachine):
         self.claws += 1
         n = self.claws
 
-        def claw_back(twin: Twin) -> int | None:
+        def claw_back(twin: Twin) -> tuple[int | None, int, int]:
             lots = list(Lot.objects.filter(account_id=twin.user.pk).order_by("id"))
-            entry = services.credits_claw_back(
+            result = services.credits_claw_back(
                 user_id=twin.user.pk,
                 lot_id=lots[lot % len(lots)].pk,
-                amount=amount,
+                claim_up_to=amount,
                 idempotency_key=f"claw:{twin.name}-{n}",
             )
-            return entry.amount if entry is not None else None
+            entry = result.entry
+            return (entry.amount if entry else None, result.owed, result.uncollectable)
 
         self.both(claw_back)
 

@@ -1,5 +1,6 @@
 """Staff's tools: reprocessing failed events and unfreezing a disputed buyer."""
 
+import re
 from typing import Any
 
 import pytest
@@ -72,3 +73,30 @@ def test_staff_unfreeze_a_disputed_buyer_from_the_admin(stripe_settings: Any) ->
 
     assert CreditAccount.objects.get(pk=user.pk).frozen_at is None
     assert balance(user) == 100  # nothing restored automatically
+
+
+def test_staff_see_what_a_refund_could_not_take_back(stripe_settings: Any) -> None:
+    from django.urls import reverse
+
+    from credits import services as ledger
+    from tests.payments.test_handlers import paid, refund_event
+
+    user = registered_user()
+    purchase = paid(user, "standard")
+    ledger.credits_adjust(user_id=user.pk, amount=-4998, reason="spent", idempotency_key="s")
+    ledger.hold_create(user_id=user.pk, request_id="in-flight")  # one of the two left is held
+    deliver(refund_event(purchase, purchase.price_amount))
+    changelist = reverse(f"admin:{Purchase._meta.app_label}_purchase_changelist")
+    client = staff_client()
+
+    owed = client.get(changelist, {"shortfall": "owed"})
+    uncollectable = client.get(changelist, {"shortfall": "uncollectable"})
+    page = client.get(
+        reverse(f"admin:{Purchase._meta.app_label}_purchase_change", args=[purchase.pk])
+    )
+
+    assert list(owed.context["cl"].result_list) == [purchase]
+    assert list(uncollectable.context["cl"].result_list) == [purchase]
+    text = page.content.decode().lower()
+    assert "claw-back owed" in text and "uncollectable" in text
+    assert re.search(r"4,?998", text)  # what was spent before the refund: uncollectable

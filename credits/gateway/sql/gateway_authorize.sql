@@ -2,13 +2,13 @@ CREATE OR REPLACE FUNCTION gateway_authorize(p_request_id text, p_digest text, p
                                   p_tier_min integer, p_tier_max integer, p_hold_id uuid,
                                   p_decision jsonb, p_now timestamptz,
                                   p_expires_at timestamptz)
-RETURNS TABLE(outcome text, balance integer, available integer, decision jsonb)
+RETURNS TABLE(outcome text, balance bigint, available bigint, decision jsonb)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     k record;
     v_lot bigint;
-    v_available integer;
+    v_available bigint;
     v_decision jsonb;
 BEGIN
     -- No look-up of the request id first: a request id seen before makes the INSERT below do

@@ -1,7 +1,7 @@
 -- Step 1 of authorize (read only, apart from last_used_at once a minute per key): the replay of
 -- a request id, the key, and the account's state. No lock: step 2 re-checks under the lock.
 CREATE FUNCTION gateway_authorize_check(p_request_id text, p_digest text, p_now timestamptz)
-RETURNS TABLE(outcome text, key_id uuid, user_id uuid, balance integer, available integer,
+RETURNS TABLE(outcome text, key_id uuid, user_id uuid, balance bigint, available bigint,
               decision jsonb)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -15,17 +15,17 @@ BEGIN
      WHERE hd.request_id = p_request_id;
     IF FOUND THEN
         IF p_digest IS NOT NULL AND h.key_digest = p_digest THEN
-            RETURN QUERY SELECT 'replay'::text, h.api_key_id, NULL::uuid, NULL::integer,
-                                NULL::integer, h.decision;
+            RETURN QUERY SELECT 'replay'::text, h.api_key_id, NULL::uuid, NULL::bigint,
+                                NULL::bigint, h.decision;
         ELSE
-            RETURN QUERY SELECT 'conflict'::text, NULL::uuid, NULL::uuid, NULL::integer,
-                                NULL::integer, NULL::jsonb;
+            RETURN QUERY SELECT 'conflict'::text, NULL::uuid, NULL::uuid, NULL::bigint,
+                                NULL::bigint, NULL::jsonb;
         END IF;
         RETURN;
     END IF;
     IF p_digest IS NULL THEN
-        RETURN QUERY SELECT 'bad_key'::text, NULL::uuid, NULL::uuid, NULL::integer,
-                            NULL::integer, NULL::jsonb;
+        RETURN QUERY SELECT 'bad_key'::text, NULL::uuid, NULL::uuid, NULL::bigint,
+                            NULL::bigint, NULL::jsonb;
         RETURN;
     END IF;
     SELECT kk.id, kk.user_id, kk.revoked_at, kk.expires_at, kk.last_used_at, u.is_active INTO k
@@ -33,8 +33,8 @@ BEGIN
      WHERE kk.digest = p_digest;
     IF NOT FOUND OR k.revoked_at IS NOT NULL OR NOT k.is_active
        OR (k.expires_at IS NOT NULL AND k.expires_at <= p_now) THEN
-        RETURN QUERY SELECT 'bad_key'::text, NULL::uuid, NULL::uuid, NULL::integer,
-                            NULL::integer, NULL::jsonb;
+        RETURN QUERY SELECT 'bad_key'::text, NULL::uuid, NULL::uuid, NULL::bigint,
+                            NULL::bigint, NULL::jsonb;
         RETURN;
     END IF;
     -- Same rule as accounts.api_keys.api_key_resolve: at most one write per key per minute.

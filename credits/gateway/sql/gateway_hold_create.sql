@@ -4,14 +4,14 @@
 CREATE FUNCTION gateway_hold_create(p_request_id text, p_key_id uuid, p_user_id uuid,
                                     p_hold_id uuid, p_decision jsonb, p_now timestamptz,
                                     p_expires_at timestamptz)
-RETURNS TABLE(outcome text, available integer, decision jsonb)
+RETURNS TABLE(outcome text, available bigint, decision jsonb)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     a record;
     h record;
     v_lot bigint;
-    v_available integer;
+    v_available bigint;
     v_decision jsonb;
 BEGIN
     SELECT ca.balance, ca.reserved, ca.frozen_at, ca.next_event_at INTO a
@@ -21,7 +21,7 @@ BEGIN
         RETURN;
     END IF;
     IF a.next_event_at IS NOT NULL AND a.next_event_at <= p_now THEN
-        RETURN QUERY SELECT 'due'::text, NULL::integer, NULL::jsonb;
+        RETURN QUERY SELECT 'due'::text, NULL::bigint, NULL::jsonb;
         RETURN;
     END IF;
     -- A concurrent authorize of the same request id on this account committed first.
@@ -29,9 +29,9 @@ BEGIN
      WHERE hd.request_id = p_request_id;
     IF FOUND THEN
         IF h.api_key_id = p_key_id THEN
-            RETURN QUERY SELECT 'replay'::text, NULL::integer, h.decision;
+            RETURN QUERY SELECT 'replay'::text, NULL::bigint, h.decision;
         ELSE
-            RETURN QUERY SELECT 'conflict'::text, NULL::integer, NULL::jsonb;
+            RETURN QUERY SELECT 'conflict'::text, NULL::bigint, NULL::jsonb;
         END IF;
         RETURN;
     END IF;
@@ -66,7 +66,7 @@ BEGIN
             NULL, p_key_id, v_decision)
     ON CONFLICT (request_id) DO NOTHING;
     IF NOT FOUND THEN
-        RETURN QUERY SELECT 'retry'::text, NULL::integer, NULL::jsonb;
+        RETURN QUERY SELECT 'retry'::text, NULL::bigint, NULL::jsonb;
         RETURN;
     END IF;
     UPDATE credits_lot SET reserved = reserved + 1 WHERE id = v_lot;

@@ -1,15 +1,15 @@
 CREATE OR REPLACE FUNCTION gateway_settle(p_request_id text, p_commit boolean, p_model text,
                                p_prompt_tokens integer, p_completion_tokens integer,
                                p_reason text, p_http_status integer, p_now timestamptz)
-RETURNS TABLE(outcome text, charged integer, available integer, status text)
+RETURNS TABLE(outcome text, charged integer, available bigint, status text)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     a record;
     h record;
     v_lot_expires timestamptz;
-    v_balance integer;
-    v_reserved integer;
+    v_balance bigint;
+    v_reserved bigint;
     v_charged integer;
     v_wanted text := CASE WHEN p_commit THEN 'committed' ELSE 'released' END;
 BEGIN
@@ -31,7 +31,7 @@ BEGIN
         IF h.status = v_wanted THEN
             outcome := 'replay';
             charged := h.charged;
-            available := COALESCE((h.decision #>> '{_settle,credits_remaining}')::integer,
+            available := COALESCE((h.decision #>> '{_settle,credits_remaining}')::bigint,
                                   a.balance - a.reserved);
         ELSE
             outcome := 'conflict';
@@ -53,7 +53,12 @@ BEGIN
         v_charged := h.amount;
         WITH lot AS (
             UPDATE credits_lot
-               SET remaining = remaining - h.amount, reserved = reserved - h.amount
+               SET remaining = remaining - h.amount, reserved = reserved - h.amount,
+                   -- A claw-back owed on this lot can no longer count on this credit: it is
+                   -- spent (as services._charge).
+                   clawback_owed = LEAST(clawback_owed, reserved - h.amount),
+                   clawback_uncollectable = clawback_uncollectable
+                       + GREATEST(clawback_owed - (reserved - h.amount), 0)
              WHERE id = h.lot_id
         ), account AS (
             UPDATE credits_creditaccount
@@ -67,9 +72,12 @@ BEGIN
                 'request:' || p_request_id, '', NULL, p_now);
     ELSE
         -- A lot that expired meanwhile is left alone: the released credit needs its expire
-        -- entry (services). This is the first write, so the 'due' still writes nothing.
+        -- entry (services); so is a lot that owes a claw-back: the released credit is taken
+        -- with a clawback entry (services). This is the first write, so the 'due' still
+        -- writes nothing.
         UPDATE credits_lot SET reserved = reserved - h.amount
          WHERE id = h.lot_id AND (expires_at IS NULL OR expires_at > p_now)
+           AND clawback_owed = 0
         RETURNING expires_at INTO v_lot_expires;
         IF NOT FOUND THEN
             outcome := 'due';

@@ -7,6 +7,8 @@ from django.utils.dateparse import parse_datetime
 
 from accounts.models import User
 from credits import clock, services
+from credits.errors import LedgerLimitExceeded
+from credits.models import MAX_CREDITS
 
 
 class Command(BaseCommand):
@@ -23,6 +25,8 @@ class Command(BaseCommand):
         amount: int = options["amount"]
         if amount <= 0:
             raise CommandError("AMOUNT must be a positive number of credits.")
+        if amount > MAX_CREDITS:
+            raise CommandError(f"AMOUNT must be at most {MAX_CREDITS:,} credits.")
         reason: str = options["reason"].strip()
         if not reason:
             raise CommandError("--reason must not be empty.")
@@ -34,14 +38,17 @@ class Command(BaseCommand):
         expires_at = _expiry(options["expires_at"]) if options["expires_at"] else None
         # Users made outside registration (createsuperuser, the admin) have no account yet.
         services.account_open(user_id=user.pk)
-        entries = services.credits_adjust(
-            user_id=user.pk,
-            amount=amount,
-            reason=reason,
-            created_by=staff,
-            expires_at=expires_at,
-            idempotency_key=f"adjust:cli:{uuid.uuid4()}",
-        )
+        try:
+            entries = services.credits_adjust(
+                user_id=user.pk,
+                amount=amount,
+                reason=reason,
+                created_by=staff,
+                expires_at=expires_at,
+                idempotency_key=f"adjust:cli:{uuid.uuid4()}",
+            )
+        except LedgerLimitExceeded as exc:
+            raise CommandError(exc.message) from exc
         self.stdout.write(
             f"granted {amount} credits to {user.email}; balance now {entries[-1].balance_after}"
         )
