@@ -17,8 +17,14 @@ from django.http import HttpRequest
 from django.utils import timezone
 from knox.models import AuthToken
 
-from .models import ApiKey, ServiceToken, User
+from .models import ApiKey, OutboundEmail, ServiceToken, User
 from .service_tokens import clear_cache
+from .services import (
+    email_mark_verified,
+    email_verification_resend,
+    user_anonymise,
+    user_deactivate,
+)
 from .signals import user_registered
 
 # knox registers an admin for login tokens that lets staff mint a token for any user, shown in
@@ -40,17 +46,58 @@ class UserEditForm(UserChangeForm):
         fields = "__all__"
 
 
+class VerifiedFilter(admin.SimpleListFilter):
+    title = "email verified"
+    parameter_name = "verified"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(email_verified_at__isnull=self.value() == "no")
+        return queryset
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     form = UserEditForm
     add_form = UserCreationForm
     ordering = ("email",)
-    list_display = ("email", "invite_code", "is_staff", "is_active", "date_joined")
-    list_filter = ("is_staff", "is_active", "is_superuser")
+    list_display = (
+        "email",
+        "invite_code",
+        "email_verified",
+        "is_staff",
+        "is_active",
+        "date_joined",
+    )
+    list_filter = (
+        VerifiedFilter,
+        "is_staff",
+        "is_active",
+        "is_superuser",
+        ("deleted_at", admin.EmptyFieldListFilter),
+    )
     search_fields = ("email", "invite_code")
-    readonly_fields = ("id", "date_joined", "last_login")
+    readonly_fields = (
+        "id",
+        "date_joined",
+        "last_login",
+        "email_verified_at",
+        "signup_confirmed_at",
+        "pending_email",
+        "deleted_at",
+    )
+    # No "Delete": the ledger, usage and purchases name the user. Staff deactivate (reversible)
+    # or anonymise (the account deletion users do themselves, `user_anonymise`).
+    actions = ("verify_email", "resend_verification", "deactivate", "anonymise")
     fieldsets = (
         (None, {"fields": ("id", "email", "password", "invite_code")}),
+        (
+            "Verification",
+            {"fields": ("email_verified_at", "signup_confirmed_at", "pending_email", "deleted_at")},
+        ),
         (
             "Permissions",
             {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")},
@@ -67,17 +114,66 @@ class UserAdmin(DjangoUserAdmin):
         ),
     )
 
+    @admin.display(boolean=True, description="verified", ordering="email_verified_at")
+    def email_verified(self, obj: User) -> bool:
+        return obj.email_verified
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    @admin.action(description="Verify the email of selected users", permissions=["change"])
+    def verify_email(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        users = list(queryset.filter(email_verified_at__isnull=True, deleted_at__isnull=True))
+        for user in users:
+            email_mark_verified(user=user)
+        self.message_user(request, f"Verified {len(users)} address(es).", messages.SUCCESS)
+
+    @admin.action(description="Resend the verification email", permissions=["change"])
+    def resend_verification(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        users = list(queryset.filter(email_verified_at__isnull=True, deleted_at__isnull=True))
+        for user in users:
+            email_verification_resend(user=user)
+        self.message_user(request, f"Sent {len(users)} verification email(s).", messages.SUCCESS)
+
+    @admin.action(description="Deactivate selected users (no login)", permissions=["change"])
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        users = list(queryset.filter(is_active=True))
+        for user in users:
+            user_deactivate(user=user)
+        self.message_user(request, f"Deactivated {len(users)} user(s).", messages.SUCCESS)
+
+    @admin.action(
+        description="Anonymise selected users (delete the account; the books are kept)",
+        permissions=["change"],
+    )
+    def anonymise(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        users = list(queryset.filter(deleted_at__isnull=True).exclude(pk=str(request.user.pk)))
+        for user in users:
+            user_anonymise(user=user)
+        self.message_user(
+            request,
+            f"Anonymised {len(users)} account(s): keys revoked, balance forfeited, "
+            "personal data replaced.",
+            messages.SUCCESS,
+        )
+
     def save_model(
         self, request: HttpRequest, obj: Any, form: "forms.ModelForm[Any]", change: bool
     ) -> None:
         if change:
             super().save_model(request, obj, form, change)
             return
-        # A user added here starts like a registered one (credit account, signup grant), in
-        # one transaction with the user row.
+        # A user added here starts like a registered one whose address staff vouch for
+        # (credit account, verified, signup grant), in one transaction with the user row.
         with transaction.atomic():
             super().save_model(request, obj, form, change)
             user_registered.send(sender=User, user=obj, invite_code="")
+            email_mark_verified(user=obj)
 
 
 @admin.register(ApiKey)
@@ -152,3 +248,30 @@ class ServiceTokenAdmin(admin.ModelAdmin):
             f"Revoked {count} service token(s); every worker refuses them within seconds.",
             messages.SUCCESS,
         )
+
+
+@admin.register(OutboundEmail)
+class OutboundEmailAdmin(admin.ModelAdmin):
+    """The mail outbox, read-only: what was sent, what waits, what failed and why."""
+
+    list_display = ("to", "subject", "template", "status", "attempts", "created_at", "sent_at")
+    list_filter = ("status", "template")
+    search_fields = ("to",)
+    fields = (
+        "to",
+        "subject",
+        "template",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "created_at",
+        "sent_at",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
