@@ -19,6 +19,7 @@ from django.db.models import F, Q
 from django.template import TemplateDoesNotExist
 from django.template.loader import render_to_string
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from .models import OutboundEmail, OutboundEmailStatus
 
@@ -51,18 +52,32 @@ def email_render(*, template: str, context: dict[str, Any]) -> tuple[str, str, s
 
 
 def email_enqueue(
-    *, to: str, template: str = "", context: dict[str, Any] | None = None, **rendered: str
+    *,
+    to: str,
+    template: str = "",
+    context: dict[str, Any] | None = None,
+    prepare: str = "",
+    **rendered: str,
 ) -> OutboundEmail:
     """Write one message to the outbox, in the caller's transaction, and send it after commit.
     Either `subject` and `body_text` (and optionally `body_html`) already rendered, or a
-    `template` rendered here with `context` (see `email_render`)."""
-    if "subject" in rendered:
+    `template` rendered here with `context` (see `email_render`), or `prepare`: the dotted path
+    of a function `(to) -> (subject, text, html) | None` the sender calls to write the message
+    (None: nothing is sent and the row is deleted)."""
+    if prepare:
+        subject, text, html = "", "", ""
+    elif "subject" in rendered:
         subject, text = rendered["subject"], rendered["body_text"]
         html = rendered.get("body_html", "")
     else:
         subject, text, html = email_render(template=template, context=context or {})
     email = OutboundEmail.objects.create(
-        to=to, subject=subject[:255], body_text=text, body_html=html, template=template
+        to=to,
+        subject=subject[:255],
+        body_text=text,
+        body_html=html,
+        template=template,
+        prepare=prepare,
     )
     transaction.on_commit(lambda: _kick(email.pk))
     return email
@@ -102,6 +117,12 @@ def outbound_email_send(*, email_id: int) -> bool:
     email = _claim(email_id)
     if email is None:
         return False
+    if email.prepare:
+        prepared = import_string(email.prepare)(email.to)
+        if prepared is None:
+            OutboundEmail.objects.filter(pk=email.pk).delete()
+            return False
+        email.subject, email.body_text, email.body_html = prepared
     message = EmailMultiAlternatives(
         subject=email.subject,
         body=email.body_text,

@@ -227,10 +227,14 @@ class OutboundEmail(models.Model):
 
     to = models.EmailField(max_length=254)
     subject = models.CharField(max_length=255)
-    body_text = models.TextField()
+    body_text = models.TextField(blank=True, default="")
     body_html = models.TextField(blank=True, default="")
     # The template it was rendered from, for staff and tests (`accounts/email/verify_email`).
     template = models.CharField(max_length=100, blank=True, default="")
+    # A function (dotted path) that writes the message at send time, or decides it is not to
+    # be sent (the row is then deleted): for mail whose request must not depend on whether an
+    # account exists (password reset). Empty: the bodies are already rendered.
+    prepare = models.CharField(max_length=100, blank=True, default="")
     status = models.CharField(
         max_length=16, choices=OutboundEmailStatus.choices, default=OutboundEmailStatus.PENDING
     )

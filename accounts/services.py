@@ -215,27 +215,30 @@ def email_change_request(*, user: User, email: str, password: str) -> None:
 
 
 def password_reset_request(*, email: str) -> None:
-    """Mail a reset link if an active account has this address; otherwise do nothing. Both
-    paths do the same work up to the outbox write (lookup, token, rendering), so the answer
-    and its timing tell nobody whether the address has an account."""
+    """Queue a reset link for `email`. The request does the same work whether or not an account
+    has the address (one outbox row, one commit, one task queued): the lookup, the token and the
+    message are made by the sender (`password_reset_message`), which drops the row for an
+    unknown address. So neither the answer nor its timing tells who has an account."""
     email = normalize_email(email)
-    user = User.objects.filter(email=email, is_active=True).first() if email else None
-    # An unknown address gets a token for a user that does not exist: the same signing cost.
-    token = token_make(purpose="password_reset", user=user or User(email=email), email=email)
-    subject, text, html = email_render(
+    with transaction.atomic(durable=True):
+        email_enqueue(
+            to=email[:254],
+            template="accounts/email/password_reset",
+            prepare="accounts.services.password_reset_message",
+        )
+
+
+def password_reset_message(to: str) -> tuple[str, str, str] | None:
+    """The reset message for the active account with address `to`, made at send time (so the
+    link's hour starts when it is sent); None when no active account has it."""
+    user = User.objects.filter(email=to, is_active=True).first()
+    if user is None:
+        return None
+    token = token_make(purpose="password_reset", user=user, email=user.email)
+    return email_render(
         template="accounts/email/password_reset",
         context={"link": f"{settings.DASHBOARD_URL}/reset-password?token={token}"},
     )
-    if user is None:
-        return
-    with transaction.atomic(durable=True):
-        email_enqueue(
-            to=user.email,
-            template="accounts/email/password_reset",
-            subject=subject,
-            body_text=text,
-            body_html=html,
-        )
 
 
 def password_reset_confirm(*, token: str, password: str) -> User:

@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.core import signing
 from django.core.cache import cache
 from django.core.management import call_command
 from django.test import Client, override_settings
@@ -183,7 +182,7 @@ def test_bad_verification_tokens_are_400_invalid_token_and_change_nothing(
     _refused(url, {"token": token_make(purpose="password_reset", user=ann, email=ann.email)})
     # Expired: 48 hours later.
     real = time.time
-    monkeypatch.setattr(signing.time, "time", lambda: real() + 48 * 3600 + 5)
+    monkeypatch.setattr("time.time", lambda: real() + 48 * 3600 + 5)
     _refused(url, {"token": token})
     monkeypatch.undo()
     assert _post(Client(), url, {"token": token}).status_code == 200
@@ -238,7 +237,7 @@ def test_reset_tokens_are_single_use_and_void_after_any_password_change(smtp: Ma
     fourth = token_in(smtp.wait_for("ann@example.com", count=5)[-1])
     with pytest.MonkeyPatch.context() as patch:
         real = time.time
-        patch.setattr(signing.time, "time", lambda: real() + 3600 + 5)
+        patch.setattr("time.time", lambda: real() + 3600 + 5)
         _refused(url, {"token": fourth, "password": "yet another passphrase 99"})
 
 
@@ -272,6 +271,7 @@ def test_unknown_and_known_addresses_get_the_same_reset_answer(smtp: Mailbox) ->
     assert (known.status_code, known.content) == (unknown.status_code, unknown.content)
     assert (known.status_code, known.json()) == (202, {})
     assert smtp.to("nobody@example.com") == []
+    assert not OutboundEmail.objects.filter(to="nobody@example.com").exists()
 
 
 def test_reset_requests_are_throttled_per_email_and_per_client_address() -> None:
