@@ -5,6 +5,7 @@ Digests are never shown. Keys are created by their users and service tokens by
 add form here; both can be revoked with an action.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -126,40 +127,48 @@ class UserAdmin(DjangoUserAdmin):
         actions.pop("delete_selected", None)
         return actions
 
+    def _each(
+        self,
+        request: HttpRequest,
+        users: QuerySet[User],
+        service: Callable[..., object],
+        done: str,
+    ) -> None:
+        """Run one account service per selected user (each its own transaction)."""
+        chosen = list(users)
+        for user in chosen:
+            service(user=user)
+        self.message_user(request, done.format(n=len(chosen)), messages.SUCCESS)
+
     @admin.action(description="Verify the email of selected users", permissions=["change"])
     def verify_email(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        users = list(queryset.filter(email_verified_at__isnull=True, deleted_at__isnull=True))
-        for user in users:
-            email_mark_verified(user=user)
-        self.message_user(request, f"Verified {len(users)} address(es).", messages.SUCCESS)
+        unverified = queryset.filter(email_verified_at__isnull=True, deleted_at__isnull=True)
+        self._each(request, unverified, email_mark_verified, "Verified {n} address(es).")
 
     @admin.action(description="Resend the verification email", permissions=["change"])
     def resend_verification(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        users = list(queryset.filter(email_verified_at__isnull=True, deleted_at__isnull=True))
-        for user in users:
-            email_verification_resend(user=user)
-        self.message_user(request, f"Sent {len(users)} verification email(s).", messages.SUCCESS)
+        unverified = queryset.filter(email_verified_at__isnull=True, deleted_at__isnull=True)
+        self._each(
+            request, unverified, email_verification_resend, "Sent {n} verification email(s)."
+        )
 
     @admin.action(description="Deactivate selected users (no login)", permissions=["change"])
     def deactivate(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        users = list(queryset.filter(is_active=True))
-        for user in users:
-            user_deactivate(user=user)
-        self.message_user(request, f"Deactivated {len(users)} user(s).", messages.SUCCESS)
+        active = queryset.filter(is_active=True)
+        self._each(request, active, user_deactivate, "Deactivated {n} user(s).")
 
     @admin.action(
         description="Anonymise selected users (delete the account; the books are kept)",
         permissions=["change"],
     )
     def anonymise(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        users = list(queryset.filter(deleted_at__isnull=True).exclude(pk=str(request.user.pk)))
-        for user in users:
-            user_anonymise(user=user)
-        self.message_user(
+        # Not oneself: a staff member who clicks through would lock themselves out.
+        others = queryset.filter(deleted_at__isnull=True).exclude(pk=str(request.user.pk))
+        self._each(
             request,
-            f"Anonymised {len(users)} account(s): keys revoked, balance forfeited, "
-            "personal data replaced.",
-            messages.SUCCESS,
+            others,
+            user_anonymise,
+            "Anonymised {n} account(s): keys revoked, balance forfeited, personal data replaced.",
         )
 
     def save_model(

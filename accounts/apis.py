@@ -43,10 +43,14 @@ from .throttles import (
 )
 
 
-class RegisterApi(APIView):
+class _AnonymousApi(APIView):
+    """An endpoint for callers without a login (no credentials are read, so no CSRF either)."""
+
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
 
+
+class RegisterApi(_AnonymousApi):
     @extend_schema(
         operation_id="auth_register",
         request=s.RegisterInputSerializer,
@@ -79,9 +83,7 @@ class RegisterApi(APIView):
         return Response({"user": s.UserSerializer(user).data}, status=status.HTTP_201_CREATED)
 
 
-class LoginApi(APIView):
-    authentication_classes: list[Any] = []
-    permission_classes = [AllowAny]
+class LoginApi(_AnonymousApi):
     throttle_classes = [LoginThrottle, LoginEmailThrottle, LoginClientThrottle]
 
     @extend_schema(
@@ -126,10 +128,7 @@ class LogoutApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class VerifyEmailApi(APIView):
-    authentication_classes: list[Any] = []
-    permission_classes = [AllowAny]
-
+class VerifyEmailApi(_AnonymousApi):
     @extend_schema(
         operation_id="auth_verify_email",
         request=s.TokenInputSerializer,
@@ -166,9 +165,7 @@ class VerifyEmailResendApi(APIView):
         return Response({}, status=status.HTTP_202_ACCEPTED)
 
 
-class PasswordResetApi(APIView):
-    authentication_classes: list[Any] = []
-    permission_classes = [AllowAny]
+class PasswordResetApi(_AnonymousApi):
     throttle_classes = [PasswordResetClientThrottle, PasswordResetEmailThrottle]
 
     @extend_schema(
@@ -190,9 +187,7 @@ class PasswordResetApi(APIView):
         return Response({}, status=status.HTTP_202_ACCEPTED)
 
 
-class PasswordResetConfirmApi(APIView):
-    authentication_classes: list[Any] = []
-    permission_classes = [AllowAny]
+class PasswordResetConfirmApi(_AnonymousApi):
     throttle_classes = [PasswordResetClientThrottle]
 
     @extend_schema(

@@ -43,15 +43,17 @@ def _token_client(user: User) -> APIClient:
     return client
 
 
+def _register_alice(client: APIClient) -> Any:
+    return client.post(
+        "/api/auth/register", {"email": "Alice@Example.com", "password": PASSWORD}, format="json"
+    )
+
+
 class TestRegister:
     def test_registering_returns_the_user_and_verifying_grants_the_signup_credits(
         self, client: APIClient
     ) -> None:
-        response = client.post(
-            "/api/auth/register",
-            {"email": "Alice@Example.com", "password": PASSWORD},
-            format="json",
-        )
+        response = _register_alice(client)
         assert response.status_code == 201
         user = User.objects.get()
         assert response.json() == {
@@ -73,11 +75,7 @@ class TestRegister:
     def test_with_verification_off_registering_grants_the_signup_credits_at_once(
         self, client: APIClient
     ) -> None:
-        response = client.post(
-            "/api/auth/register",
-            {"email": "Alice@Example.com", "password": PASSWORD},
-            format="json",
-        )
+        response = _register_alice(client)
         assert response.status_code == 201
         assert response.json()["user"]["email_verified"] is False
         assert CreditAccount.objects.get(pk=User.objects.get().pk).balance == 100
