@@ -473,3 +473,22 @@ def test_a_row_is_sent_once_by_concurrent_senders(smtp: Mailbox) -> None:
     assert results.count(True) == 1
     time.sleep(0.2)
     assert len(smtp.to("ann@example.com")) == 1
+
+
+def test_mail_whose_after_commit_task_was_lost_is_sent_by_the_beat_sweep(
+    smtp: Mailbox, settings: Any
+) -> None:
+    """A row committed while the broker was away (the after-commit task never ran) waits for
+    the sweep, which beat runs every minute: delayed, not lost."""
+    from accounts.tasks import outbound_email_sweep
+
+    assert settings.CELERY_BEAT_SCHEDULE["outbound-email-sweep"] == {
+        "task": "accounts.tasks.outbound_email_sweep",
+        "schedule": 60.0,
+    }
+    OutboundEmail.objects.create(to="ann@example.com", subject="Hello", body_text="Hi Ann")
+    assert smtp.to("ann@example.com") == []
+    assert outbound_email_sweep() == 1
+    [message] = smtp.wait_for("ann@example.com")
+    assert (message["Subject"], text_of(message).strip()) == ("Hello", "Hi Ann")
+    assert OutboundEmail.objects.get().status == OutboundEmailStatus.SENT
