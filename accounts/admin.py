@@ -19,15 +19,22 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.db import transaction
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern
 from django.utils import timezone
 from knox.models import AuthToken
 
-from .models import ApiKey, ServiceToken, User
+from .models import ApiKey, OutboundEmail, ServiceToken, User
 from .service_tokens import clear_cache
-from .services import user_create
+from .services import (
+    email_mark_verified,
+    email_verification_resend,
+    user_anonymise,
+    user_create,
+    user_deactivate,
+)
 
 # knox registers an admin for login tokens that lets staff mint a token for any user, shown in
 # clear (and carried in the messages cookie). A secret is shown once, to its owner; staff end a
@@ -94,18 +101,59 @@ class ApiKeyInline(admin.TabularInline):
         return False
 
 
+class VerifiedFilter(admin.SimpleListFilter):
+    title = "email verified"
+    parameter_name = "verified"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(email_verified_at__isnull=self.value() == "no")
+        return queryset
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     form = UserEditForm
     add_form = UserCreationForm
     ordering = ("email",)
-    list_display = ("email", "invite_code", "is_staff", "is_active", "date_joined")
-    list_filter = ("is_staff", "is_active", "is_superuser")
+    list_display = (
+        "email",
+        "invite_code",
+        "email_verified",
+        "is_staff",
+        "is_active",
+        "date_joined",
+    )
+    list_filter = (
+        VerifiedFilter,
+        "is_staff",
+        "is_active",
+        "is_superuser",
+        ("deleted_at", admin.EmptyFieldListFilter),
+    )
     search_fields = ("email", "invite_code")
     inlines = (ApiKeyInline,)
-    readonly_fields = ("id", "date_joined", "last_login")
+    readonly_fields = (
+        "id",
+        "date_joined",
+        "last_login",
+        "email_verified_at",
+        "signup_confirmed_at",
+        "pending_email",
+        "deleted_at",
+    )
+    # No "Delete": the ledger, usage and purchases name the user. Staff deactivate (reversible)
+    # or anonymise (the account deletion users do themselves, `user_anonymise`).
+    actions = ("verify_email", "resend_verification", "deactivate", "anonymise")
     fieldsets = (
         (None, {"fields": ("id", "email", "password", "invite_code")}),
+        (
+            "Verification",
+            {"fields": ("email_verified_at", "signup_confirmed_at", "pending_email", "deleted_at")},
+        ),
         (
             "Permissions",
             {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")},
@@ -180,15 +228,73 @@ class UserAdmin(DjangoUserAdmin):
         extra_context = {**(extra_context or {}), "panel_tools": tools}
         return super().change_view(request, object_id, form_url, extra_context)
 
+    @admin.display(boolean=True, description="verified", ordering="email_verified_at")
+    def email_verified(self, obj: User) -> bool:
+        return obj.email_verified
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def _each(
+        self,
+        request: HttpRequest,
+        users: QuerySet[User],
+        service: Callable[..., object],
+        done: str,
+    ) -> None:
+        """Run one account service per selected user (each its own transaction)."""
+        chosen = list(users)
+        for user in chosen:
+            service(user=user)
+        self.message_user(request, done.format(n=len(chosen)), messages.SUCCESS)
+
+    @admin.action(description="Verify the email of selected users", permissions=["change"])
+    def verify_email(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        unverified = queryset.filter(email_verified_at__isnull=True, deleted_at__isnull=True)
+        self._each(request, unverified, email_mark_verified, "Verified {n} address(es).")
+
+    @admin.action(description="Resend the verification email", permissions=["change"])
+    def resend_verification(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        unverified = queryset.filter(email_verified_at__isnull=True, deleted_at__isnull=True)
+        self._each(
+            request, unverified, email_verification_resend, "Sent {n} verification email(s)."
+        )
+
+    @admin.action(description="Deactivate selected users (no login)", permissions=["change"])
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        active = queryset.filter(is_active=True)
+        self._each(request, active, user_deactivate, "Deactivated {n} user(s).")
+
+    @admin.action(
+        description="Anonymise selected users (delete the account; the books are kept)",
+        permissions=["change"],
+    )
+    def anonymise(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        # Not oneself: a staff member who clicks through would lock themselves out.
+        others = queryset.filter(deleted_at__isnull=True).exclude(pk=str(request.user.pk))
+        self._each(
+            request,
+            others,
+            user_anonymise,
+            "Anonymised {n} account(s): keys revoked, balance forfeited, personal data replaced.",
+        )
+
     def save_model(
         self, request: HttpRequest, obj: Any, form: "forms.ModelForm[Any]", change: bool
     ) -> None:
         if change:
             super().save_model(request, obj, form, change)
             return
-        # A user added here starts like a registered one (credit account, signup grant), in
-        # one transaction with the user row.
-        user_create(user=obj)
+        # A user added here starts like a registered one whose address staff vouch for
+        # (credit account, verified, signup grant), in one transaction with the user row.
+        with transaction.atomic():
+            user_create(user=obj)
+            email_mark_verified(user=obj)
 
 
 @admin.register(ApiKey)
@@ -263,3 +369,30 @@ class ServiceTokenAdmin(admin.ModelAdmin):
             f"Revoked {count} service token(s); every worker refuses them within seconds.",
             messages.SUCCESS,
         )
+
+
+@admin.register(OutboundEmail)
+class OutboundEmailAdmin(admin.ModelAdmin):
+    """The mail outbox, read-only: what was sent, what waits, what failed and why."""
+
+    list_display = ("to", "subject", "template", "status", "attempts", "created_at", "sent_at")
+    list_filter = ("status", "template")
+    search_fields = ("to",)
+    fields = (
+        "to",
+        "subject",
+        "template",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "created_at",
+        "sent_at",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,10 +1,12 @@
-"""The accounts API: register, login, logout and API keys (CONTRACT.md, "Accounts and keys").
+"""The accounts API: register, login, logout, API keys (CONTRACT.md, "Accounts and keys"), and
+verification, password reset and change, address change, the user and its deletion (part 2,
+"Accounts for the public").
 
 Views only validate input, call one service and serialize the result."""
 
 from typing import Any
 
-from django.contrib.auth import authenticate, login, logout
+from django.contrib.auth import authenticate, login, logout, update_session_auth_hash
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from knox.models import AuthToken
 from rest_framework import status
@@ -17,14 +19,38 @@ from config.errors import ApplicationError, error_responses
 
 from . import serializers as s
 from .models import ApiKey, User
-from .services import api_key_create, api_key_revoke, user_register
-from .throttles import LoginEmailThrottle, LoginThrottle
+from .services import (
+    api_key_create,
+    api_key_revoke,
+    email_change_request,
+    email_verification_resend,
+    email_verify,
+    password_change,
+    password_reset_confirm,
+    password_reset_request,
+    user_delete,
+    user_register,
+)
+from .throttles import (
+    EmailChangeThrottle,
+    LoginClientThrottle,
+    LoginEmailThrottle,
+    LoginThrottle,
+    PasswordResetClientThrottle,
+    PasswordResetEmailThrottle,
+    SignupThrottle,
+    VerifyResendThrottle,
+)
 
 
-class RegisterApi(APIView):
+class _AnonymousApi(APIView):
+    """An endpoint for callers without a login (no credentials are read, so no CSRF either)."""
+
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
 
+
+class RegisterApi(_AnonymousApi):
     @extend_schema(
         operation_id="auth_register",
         request=s.RegisterInputSerializer,
@@ -32,25 +58,33 @@ class RegisterApi(APIView):
             201: s.UserEnvelopeSerializer,
             **error_responses(
                 400,
-                s400="invalid_json, missing_field, invalid_email, email_taken, weak_password, "
-                "invalid_invite_code, self_referral",
+                429,
+                s400="invalid_json, missing_field, invalid_email, disposable_email, email_taken, "
+                "weak_password, invalid_invite_code, self_referral",
+                s429="throttled: SIGNUP_LIMIT_PER_IP_PER_HOUR registrations from this client "
+                "address in the last hour; see Retry-After",
             ),
         },
         tags=["accounts"],
-        summary="Create an account; it starts with the signup grant.",
+        summary="Create an account and mail a verification link; the signup grant follows "
+        "the verification (EMAIL_VERIFICATION=required) or comes at once (off).",
     )
     def post(self, request: Request) -> Response:
+        # Checked here rather than through throttle_classes: only an accepted registration
+        # counts (`record` below), so a mistyped form costs nobody one of their registrations.
+        limit = SignupThrottle()
+        if not limit.allow_request(request, self):
+            self.throttled(request, limit.wait() or 1)
         data = _valid(s.RegisterInputSerializer, request)
         user = user_register(
             email=data["email"], password=data["password"], invite_code=data["invite_code"] or ""
         )
+        limit.record()
         return Response({"user": s.UserSerializer(user).data}, status=status.HTTP_201_CREATED)
 
 
-class LoginApi(APIView):
-    authentication_classes: list[Any] = []
-    permission_classes = [AllowAny]
-    throttle_classes = [LoginThrottle, LoginEmailThrottle]
+class LoginApi(_AnonymousApi):
+    throttle_classes = [LoginThrottle, LoginEmailThrottle, LoginClientThrottle]
 
     @extend_schema(
         operation_id="auth_login",
@@ -92,6 +126,172 @@ class LogoutApi(APIView):
             request.auth.delete()
         logout(request._request)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class VerifyEmailApi(_AnonymousApi):
+    @extend_schema(
+        operation_id="auth_verify_email",
+        request=s.TokenInputSerializer,
+        responses={
+            200: s.UserEnvelopeSerializer,
+            **error_responses(
+                400, s400="invalid_json, missing_field, invalid_token, email_taken (a new address)"
+            ),
+        },
+        tags=["accounts"],
+        summary="Verify an address with the token of the mailed link (no login needed).",
+    )
+    def post(self, request: Request) -> Response:
+        data = _valid(s.TokenInputSerializer, request)
+        user = email_verify(token=data["token"])
+        return Response({"user": s.UserSerializer(user).data})
+
+
+class VerifyEmailResendApi(APIView):
+    throttle_classes = [VerifyResendThrottle]
+
+    @extend_schema(
+        operation_id="auth_verify_email_resend",
+        request=None,
+        responses={
+            202: OpenApiResponse(description="A new link is on its way (none if verified)."),
+            **error_responses(401, 429, s429="throttled: see Retry-After"),
+        },
+        tags=["accounts"],
+        summary="Mail a new verification link to the user's address.",
+    )
+    def post(self, request: Request) -> Response:
+        email_verification_resend(user=_user(request))
+        return Response({}, status=status.HTTP_202_ACCEPTED)
+
+
+class PasswordResetApi(_AnonymousApi):
+    throttle_classes = [PasswordResetClientThrottle, PasswordResetEmailThrottle]
+
+    @extend_schema(
+        operation_id="auth_password_reset",
+        request=s.EmailInputSerializer,
+        responses={
+            202: OpenApiResponse(
+                description="The same answer whether or not an account has this address."
+            ),
+            **error_responses(400, 429, s400="invalid_json, missing_field", s429="throttled"),
+        },
+        tags=["accounts"],
+        summary="Mail a password reset link (valid 1 hour, usable once) if the address has an "
+        "account.",
+    )
+    def post(self, request: Request) -> Response:
+        data = _valid(s.EmailInputSerializer, request)
+        password_reset_request(email=data["email"])
+        return Response({}, status=status.HTTP_202_ACCEPTED)
+
+
+class PasswordResetConfirmApi(_AnonymousApi):
+    throttle_classes = [PasswordResetClientThrottle]
+
+    @extend_schema(
+        operation_id="auth_password_reset_confirm",
+        request=s.PasswordResetConfirmInputSerializer,
+        responses={
+            200: OpenApiResponse(description="Password set; every login token has ended."),
+            **error_responses(
+                400,
+                429,
+                s400="invalid_json, missing_field, invalid_token, weak_password",
+                s429="throttled",
+            ),
+        },
+        tags=["accounts"],
+        summary="Set a new password with a reset link's token; ends every login and session.",
+    )
+    def post(self, request: Request) -> Response:
+        data = _valid(s.PasswordResetConfirmInputSerializer, request)
+        password_reset_confirm(token=data["token"], password=data["password"])
+        return Response({})
+
+
+class PasswordChangeApi(APIView):
+    @extend_schema(
+        operation_id="auth_password_change",
+        request=s.PasswordChangeInputSerializer,
+        responses={
+            204: OpenApiResponse(description="Changed; the user's other logins have ended."),
+            **error_responses(
+                400, 401, s400="invalid_json, missing_field, invalid_credentials, weak_password"
+            ),
+        },
+        tags=["accounts"],
+        summary="Change the password; every other login token and session of the user ends.",
+    )
+    def post(self, request: Request) -> Response:
+        data = _valid(s.PasswordChangeInputSerializer, request)
+        user = password_change(
+            user=_user(request),
+            current_password=data["current_password"],
+            new_password=data["new_password"],
+            keep_token=request.auth if isinstance(request.auth, AuthToken) else None,
+        )
+        # The hash change ends every session; this one carries on with the new hash.
+        if request.session.session_key:
+            update_session_auth_hash(request._request, user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class UserApi(APIView):
+    @extend_schema(
+        operation_id="user_read",
+        responses={200: s.UserDetailSerializer, **error_responses(401)},
+        tags=["accounts"],
+        summary="The logged-in user.",
+    )
+    def get(self, request: Request) -> Response:
+        return Response(s.UserDetailSerializer(_user(request)).data)
+
+    @extend_schema(
+        operation_id="user_delete",
+        request=s.PasswordInputSerializer,
+        responses={
+            204: OpenApiResponse(description="Deleted: see README, 'Deleting an account'."),
+            **error_responses(400, 401, s400="invalid_json, missing_field, invalid_credentials"),
+        },
+        tags=["accounts"],
+        summary="Delete the account: keys revoked, logins ended, personal data replaced by "
+        "placeholders, unspent credits forfeited; the ledger and usage stay.",
+    )
+    def delete(self, request: Request) -> Response:
+        data = _valid(s.PasswordInputSerializer, request)
+        user_delete(user=_user(request), password=data["password"])
+        logout(request._request)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class EmailChangeApi(APIView):
+    throttle_classes = [EmailChangeThrottle]
+
+    @extend_schema(
+        operation_id="user_email_change",
+        request=s.EmailChangeInputSerializer,
+        responses={
+            202: OpenApiResponse(
+                description="A link went to the new address, a notice to the old one."
+            ),
+            **error_responses(
+                400,
+                401,
+                429,
+                s400="invalid_json, missing_field, invalid_credentials, invalid_email, "
+                "disposable_email, email_taken",
+                s429="throttled",
+            ),
+        },
+        tags=["accounts"],
+        summary="Move to another address; it changes when the link mailed there is followed.",
+    )
+    def post(self, request: Request) -> Response:
+        data = _valid(s.EmailChangeInputSerializer, request)
+        email_change_request(user=_user(request), email=data["email"], password=data["password"])
+        return Response({}, status=status.HTTP_202_ACCEPTED)
 
 
 class ApiKeysApi(APIView):

@@ -7,8 +7,17 @@
   `accounts.secrets`); the full key is shown once, at creation. A revoked key keeps its row so
   that usage and ledger history still name it.
 - `ServiceToken` authenticates the API gateway on `/internal/v1/`, stored the same way.
+- `MailboxClaim` is the "one signup grant per mailbox, ever" rule: one row per canonical mailbox
+  (see `mailbox_of`), claimed in the transaction that confirms a signup, under a UNIQUE
+  constraint, so concurrent signups of one mailbox under different spellings get one grant. It
+  names no user and holds only a digest of the mailbox, so it survives the account's deletion
+  without keeping the address.
+- `OutboundEmail` is the mail outbox: a row written in the transaction that causes the mail,
+  sent after commit by `accounts.tasks`, claimed with a conditional update so one sender sends
+  it; its bodies are erased once sent (a reset link is a secret).
 """
 
+import hashlib
 import secrets
 import unicodedata
 import uuid
@@ -41,6 +50,26 @@ def normalize_email(email: str | None) -> str:
     as they are: "al\u0131ce@" is another address (and account) than "alice@" for every
     operation (U+0130 lower-cases to `i` plus a combining dot, which registration refuses)."""
     return unicodedata.normalize("NFKC", email or "").strip().lower()
+
+
+GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
+
+
+def mailbox_of(email: str) -> str:
+    """The mailbox an address delivers to (CONTRACT.md part 2): the normalized address with any
+    `+tag` dropped from the local part, and for Gmail the dots dropped and the domain
+    `gmail.com` (`A.B+x@GoogleMail.com` -> `ab@gmail.com`)."""
+    local, at, domain = normalize_email(email).rpartition("@")
+    if not at:
+        return normalize_email(email)
+    local = local.split("+", 1)[0]
+    if domain in GMAIL_DOMAINS:
+        local, domain = local.replace(".", ""), "gmail.com"
+    return f"{local}@{domain}"
+
+
+def mailbox_digest(email: str) -> str:
+    return hashlib.sha256(mailbox_of(email).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class UserManager(BaseUserManager["User"]):
@@ -80,6 +109,16 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
+    # Set by the first verification of the current address (a change of address sets it again
+    # when the new one is verified). Null: not verified.
+    email_verified_at = models.DateTimeField(null=True, blank=True)
+    # When the signup was confirmed (rewards settled): at the first verification when
+    # EMAIL_VERIFICATION=required, at registration when it is off. Once per account.
+    signup_confirmed_at = models.DateTimeField(null=True, blank=True)
+    # An address the user asked to move to, waiting for its verification.
+    pending_email = models.EmailField(max_length=254, blank=True, default="")
+    # Set when the account was deleted (anonymised); its rows are kept for the ledger.
+    deleted_at = models.DateTimeField(null=True, blank=True)
 
     objects: ClassVar[UserManager] = UserManager()
 
@@ -89,6 +128,10 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def __str__(self) -> str:
         return self.email
+
+    @property
+    def email_verified(self) -> bool:
+        return self.email_verified_at is not None
 
     def clean(self) -> None:
         super().clean()
@@ -153,3 +196,73 @@ class ServiceToken(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class MailboxClaim(models.Model):
+    """A mailbox whose signup rewards (the signup grant, the inviter's registration reward) were
+    paid. Never deleted; see the module docstring."""
+
+    mailbox_digest = models.CharField(max_length=64)  # unique: see Meta.constraints
+    claimed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox_digest"], name="mailboxclaim_unique_mailbox")
+        ]
+
+    def __str__(self) -> str:
+        return f"mailbox {self.mailbox_digest[:12]}…"
+
+
+class OutboundEmailStatus(models.TextChoices):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed", "failed for good"
+
+
+class OutboundEmail(models.Model):
+    """One message to one address. Generic: whoever causes a mail renders it (`accounts.mail`)
+    and writes it here in their transaction."""
+
+    to = models.EmailField(max_length=254)
+    subject = models.CharField(max_length=255)
+    body_text = models.TextField(blank=True, default="")
+    body_html = models.TextField(blank=True, default="")
+    # The template it was rendered from, for staff and tests (`accounts/email/verify_email`).
+    template = models.CharField(max_length=100, blank=True, default="")
+    # A function (dotted path) that writes the message at send time, or decides it is not to
+    # be sent (the row is then deleted): for mail whose request must not depend on whether an
+    # account exists (password reset). Empty: the bodies are already rendered.
+    prepare = models.CharField(max_length=100, blank=True, default="")
+    status = models.CharField(
+        max_length=16, choices=OutboundEmailStatus.choices, default=OutboundEmailStatus.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    # A sender's claim on a row it is sending: past this, a crashed sender's row is claimable.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        indexes = [
+            # The sweep reads the rows still to send, by due time; sent rows are most rows.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="outboundemail_due",
+                condition=models.Q(status__in=["pending", "sending"]),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=OutboundEmailStatus.values),
+                name="outboundemail_status_valid",
+            ),
+        ]
+        verbose_name = "outbound email"
+
+    def __str__(self) -> str:
+        return f"{self.template or self.subject} to {self.to} ({self.status})"

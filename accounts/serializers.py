@@ -10,9 +10,20 @@ from .models import ApiKey, User
 
 
 class UserSerializer(serializers.ModelSerializer[User]):
+    email_verified = serializers.BooleanField(read_only=True)
+
     class Meta:
         model = User
-        fields = ("id", "email", "invite_code")
+        fields = ("id", "email", "email_verified", "invite_code")
+        read_only_fields = fields
+
+
+class UserDetailSerializer(UserSerializer):
+    created_at = RFC3339Field(source="date_joined", read_only=True)
+
+    class Meta:
+        model = User
+        fields: tuple[str, ...] = ("id", "email", "email_verified", "invite_code", "created_at")
         read_only_fields = fields
 
 
@@ -38,6 +49,37 @@ class RegisterInputSerializer(serializers.Serializer[Any]):
 class LoginInputSerializer(serializers.Serializer[Any]):
     email = serializers.CharField(max_length=254)
     password = serializers.CharField(max_length=256, trim_whitespace=False)
+
+
+class TokenInputSerializer(serializers.Serializer[Any]):
+    token = serializers.CharField(max_length=1024, help_text="The token from the mailed link.")
+
+
+class EmailInputSerializer(serializers.Serializer[Any]):
+    email = serializers.CharField(max_length=254)
+
+
+class PasswordResetConfirmInputSerializer(serializers.Serializer[Any]):
+    token = serializers.CharField(max_length=1024)
+    password = serializers.CharField(max_length=256, trim_whitespace=False)
+
+
+class PasswordChangeInputSerializer(serializers.Serializer[Any]):
+    current_password = serializers.CharField(max_length=256, trim_whitespace=False)
+    new_password = serializers.CharField(max_length=256, trim_whitespace=False)
+
+
+class EmailChangeInputSerializer(serializers.Serializer[Any]):
+    email = serializers.CharField(max_length=254)
+    password = serializers.CharField(max_length=256, trim_whitespace=False)
+
+
+class PasswordInputSerializer(serializers.Serializer[Any]):
+    password = serializers.CharField(max_length=256, trim_whitespace=False)
+
+
+class EmptySerializer(serializers.Serializer[Any]):
+    pass
 
 
 class LoginOutputSerializer(serializers.Serializer[Any]):

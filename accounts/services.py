@@ -1,28 +1,47 @@
-"""Writes of the accounts app: registration and API keys.
+"""Writes of the accounts app: registration, verification, passwords, address changes,
+deletion and API keys.
 
 Each service is one transaction. Registration sends `accounts.signals.user_registered` inside
-its transaction, so what receivers write (the credit account and signup grant, the referral)
-commits or rolls back together with the user: a receiver that raises `ApplicationError` (an
-unknown invite code, say) leaves no user behind.
+its transaction, so what receivers write (the credit account, the referral link) commits or
+rolls back together with the user: a receiver that raises `ApplicationError` (an unknown invite
+code, say) leaves no user behind. The signup rewards follow `signup_confirmed`, sent by
+`_signup_confirm` in the transaction that verifies the address (or registers it, with
+EMAIL_VERIFICATION=off), after the mailbox has been claimed there. Mail is written to the
+outbox (`accounts.mail`) in the same transactions and sent after commit.
 """
 
 import uuid
 from datetime import UTC, datetime
 
+from disposable_email_domains import blocklist as DISPOSABLE_DOMAINS
 from django.conf import settings
 from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from knox.models import AuthToken
 
 from config.errors import ApplicationError, NotFound
 
 from . import secrets
-from .models import ApiKey, User, normalize_email
-from .signals import user_registered
+from .mail import email_enqueue, email_render
+from .models import (
+    ApiKey,
+    MailboxClaim,
+    OutboundEmail,
+    OutboundEmailStatus,
+    User,
+    mailbox_digest,
+    new_invite_code,
+    normalize_email,
+)
+from .signals import signup_confirmed, user_deleted, user_registered
+from .tokens import invalid_token, token_make, token_read
 
 API_KEY_NAME_MAX_LENGTH = 100
+# The domain of a deleted account's placeholder address: `.invalid` can never receive mail.
+DELETED_DOMAIN = "deleted.invalid"
 
 
 def user_create(*, user: User, invite_code: str = "") -> User:
@@ -35,31 +54,48 @@ def user_create(*, user: User, invite_code: str = "") -> User:
     return user
 
 
-def user_register(*, email: str, password: str, invite_code: str = "") -> User:
+def _email_clean(email: str, *, field: str = "email") -> str:
+    """The normalized address, or the 400 that says what is wrong with it."""
     # The form login looks up and the throttles count (see `normalize_email`), so an address
     # taken here is exactly an address that logs in to that account.
     email = normalize_email(email)
     if not email:
-        raise ApplicationError("email is required.", code="missing_field", field="email")
-    if not password:
-        raise ApplicationError("password is required.", code="missing_field", field="password")
+        raise ApplicationError("email is required.", code="missing_field", field=field)
     try:
         validate_email(email)
     except ValidationError as exc:
         raise ApplicationError(
-            "email is not a valid email address.", code="invalid_email", field="email"
+            "email is not a valid email address.", code="invalid_email", field=field
         ) from exc
     if len(email) > User._meta.get_field("email").max_length:  # type: ignore[operator]
-        raise ApplicationError("email is too long.", code="invalid_email", field="email")
+        raise ApplicationError("email is too long.", code="invalid_email", field=field)
+    domain = email.rpartition("@")[2]
+    # The list names registrable domains; a subdomain of one (x.mailinator.com) is one too.
+    labels = domain.split(".")
+    if any(".".join(labels[i:]) in DISPOSABLE_DOMAINS for i in range(len(labels) - 1)):
+        raise ApplicationError(
+            "Addresses of disposable-mail services cannot be used; use a permanent address.",
+            code="disposable_email",
+            field=field,
+        )
+    return email
+
+
+def _password_check(password: str, *, user: User, field: str = "password") -> None:
+    if not password:
+        raise ApplicationError(f"{field} is required.", code="missing_field", field=field)
     try:
-        # The validators see the would-be user, so "too similar to the email" is caught too.
-        password_validation.validate_password(password, user=User(email=email))
+        # The validators see the user, so "too similar to the email" is caught too.
+        password_validation.validate_password(password, user=user)
     except ValidationError as exc:
         raise ApplicationError(
-            "password is too weak: " + " ".join(exc.messages),
-            code="weak_password",
-            field="password",
+            "password is too weak: " + " ".join(exc.messages), code="weak_password", field=field
         ) from exc
+
+
+def user_register(*, email: str, password: str, invite_code: str = "") -> User:
+    email = _email_clean(email)
+    _password_check(password, user=User(email=email))
     if User.objects.filter(email=email).exists():
         raise _email_taken()
 
@@ -68,6 +104,9 @@ def user_register(*, email: str, password: str, invite_code: str = "") -> User:
             user = User(email=email)
             user.set_password(password)
             user_create(user=user, invite_code=invite_code)
+            if settings.EMAIL_VERIFICATION == "off":
+                _signup_confirm(user)
+            _verification_mail(user, email=user.email)
     except IntegrityError:
         # Two registrations of one address raced past the check above; the unique index
         # decided. Anything else that broke a constraint is a real error and propagates.
@@ -75,6 +114,230 @@ def user_register(*, email: str, password: str, invite_code: str = "") -> User:
             raise _email_taken() from None
         raise
     return user
+
+
+def _signup_confirm(user: User) -> None:
+    """Claim the user's mailbox and send `signup_confirmed`, once per account, inside the
+    caller's transaction (which holds the user's row lock or has just created the row).
+
+    The claim is an INSERT under the mailbox's UNIQUE constraint: of concurrent signups of one
+    mailbox (any spelling), the first insert wins; the others wait for it to commit and then
+    fail the constraint, so exactly one gets `first_of_mailbox`. A savepoint keeps that failure
+    from spoiling the caller's transaction."""
+    try:
+        with transaction.atomic():
+            MailboxClaim.objects.create(mailbox_digest=mailbox_digest(user.email))
+        first = True
+    except IntegrityError:
+        first = False
+    user.signup_confirmed_at = timezone.now()
+    user.save(update_fields=["signup_confirmed_at"])
+    signup_confirmed.send(sender=User, user=user, first_of_mailbox=first)
+
+
+def _verification_mail(user: User, *, email: str) -> None:
+    token = token_make(purpose="verify_email", user=user, email=email)
+    email_enqueue(
+        to=email,
+        template="accounts/email/verify_email",
+        context={"link": f"{settings.DASHBOARD_URL}/verify-email?token={token}", "email": email},
+    )
+
+
+def email_verify(*, token: str) -> User:
+    """Verify the address a token was sent to: the user's own (first verification confirms the
+    signup) or the one they asked to move to (the address changes). Verifying again changes
+    nothing and succeeds."""
+    claims = token_read(purpose="verify_email", token=token)
+    with transaction.atomic(durable=True):
+        # The row lock orders concurrent verifications of one account: the first confirms, the
+        # others find it done.
+        user = User.objects.select_for_update().get(pk=claims.user.pk)
+        if claims.email == user.pending_email and claims.email != user.email:
+            old = user.email
+            user.email, user.pending_email = claims.email, ""
+            user.email_verified_at = timezone.now()
+            try:
+                with transaction.atomic():
+                    user.save(update_fields=["email", "pending_email", "email_verified_at"])
+            except IntegrityError:
+                # Another account took the address since the request (the unique index).
+                raise _email_taken() from None
+            email_enqueue(
+                to=old,
+                template="accounts/email/email_changed",
+                context={"old": old, "new": user.email},
+            )
+        elif claims.email != user.email:
+            raise invalid_token()  # superseded while we waited for the lock
+        _mark_verified(user)
+    return user
+
+
+def email_mark_verified(*, user: User) -> User:
+    """Staff (the admin's "verify email", a user added in the admin): the current address is
+    verified as if its link had been followed. In the caller's transaction, if any (the admin
+    runs in one)."""
+    with transaction.atomic():
+        user = User.objects.select_for_update().get(pk=user.pk)
+        _mark_verified(user)
+    return user
+
+
+def _mark_verified(user: User) -> None:
+    """On a locked user row: the address is verified; the first verification confirms the
+    signup (its rewards)."""
+    if user.email_verified_at is None:
+        user.email_verified_at = timezone.now()
+        user.save(update_fields=["email_verified_at"])
+    if user.signup_confirmed_at is None:
+        _signup_confirm(user)
+
+
+def email_verification_resend(*, user: User) -> None:
+    """Send a fresh verification link to the user's address (nothing if already verified)."""
+    with transaction.atomic(durable=True):
+        if not User.objects.filter(pk=user.pk, email_verified_at__isnull=True).exists():
+            return
+        _verification_mail(user, email=user.email)
+
+
+def email_change_request(*, user: User, email: str, password: str) -> None:
+    """Ask to move to `email`: a link to the new address, a notice to the old one. The address
+    changes only when the link is followed (`email_verify`)."""
+    _password_confirm(user, password, field="password")
+    email = _email_clean(email)
+    if User.objects.filter(email=email).exclude(pk=user.pk).exists():
+        raise _email_taken()
+    if email == user.email:
+        raise ApplicationError(
+            "This is already your address.", code="invalid_request", field="email"
+        )
+    with transaction.atomic(durable=True):
+        user = User.objects.select_for_update().get(pk=user.pk)
+        user.pending_email = email
+        user.save(update_fields=["pending_email"])
+        _verification_mail(user, email=email)
+        email_enqueue(
+            to=user.email,
+            template="accounts/email/email_change_requested",
+            context={"old": user.email, "new": email},
+        )
+
+
+def password_reset_request(*, email: str) -> None:
+    """Queue a reset link for `email`. The request does the same work whether or not an account
+    has the address (one outbox row, one commit, one task queued): the lookup, the token and the
+    message are made by the sender (`password_reset_message`), which drops the row for an
+    unknown address. So neither the answer nor its timing tells who has an account."""
+    email = normalize_email(email)
+    with transaction.atomic(durable=True):
+        email_enqueue(
+            to=email[:254],
+            template="accounts/email/password_reset",
+            prepare="accounts.services.password_reset_message",
+        )
+
+
+def password_reset_message(to: str) -> tuple[str, str, str] | None:
+    """The reset message for the active account with address `to`, made at send time (so the
+    link's hour starts when it is sent); None when no active account has it."""
+    user = User.objects.filter(email=to, is_active=True).first()
+    if user is None:
+        return None
+    token = token_make(purpose="password_reset", user=user, email=user.email)
+    return email_render(
+        template="accounts/email/password_reset",
+        context={"link": f"{settings.DASHBOARD_URL}/reset-password?token={token}"},
+    )
+
+
+def password_reset_confirm(*, token: str, password: str) -> User:
+    """Set a new password from a reset link. Ends every login token (sessions end because the
+    password hash changed); API keys keep working. The link is void afterwards, like every
+    reset link issued before."""
+    user = token_read(purpose="password_reset", token=token).user
+    _password_check(password, user=user)
+    with transaction.atomic(durable=True):
+        User.objects.select_for_update().filter(pk=user.pk).first()
+        # Read again under the lock: of two confirmations of one link, the second sees the
+        # first's password and finds its link void.
+        user = token_read(purpose="password_reset", token=token).user
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        AuthToken.objects.filter(user=user).delete()
+    return user
+
+
+def password_change(
+    *, user: User, current_password: str, new_password: str, keep_token: AuthToken | None
+) -> User:
+    """Change a password knowing the current one. Every other login token ends (sessions too,
+    by the hash change; the view keeps the caller's own session)."""
+    _password_confirm(user, current_password, field="current_password")
+    _password_check(new_password, user=user, field="new_password")
+    with transaction.atomic(durable=True):
+        user = User.objects.select_for_update().get(pk=user.pk)
+        user.set_password(new_password)
+        user.save(update_fields=["password"])
+        others = AuthToken.objects.filter(user=user)
+        if keep_token is not None:
+            others = others.exclude(digest=keep_token.digest)
+        others.delete()
+    return user
+
+
+def _password_confirm(user: User, password: str, *, field: str) -> None:
+    if not password or not user.check_password(password):
+        raise ApplicationError(
+            "The password is incorrect.", code="invalid_credentials", field=field
+        )
+
+
+def user_delete(*, user: User, password: str) -> None:
+    """The user's own deletion of their account (`DELETE /api/user`)."""
+    _password_confirm(user, password, field="password")
+    user_anonymise(user=user)
+
+
+def user_deactivate(*, user: User) -> None:
+    """Staff: the account can no longer log in; its login tokens end. Reversible (is_active)."""
+    with transaction.atomic(durable=True):
+        User.objects.filter(pk=user.pk).update(is_active=False)
+        AuthToken.objects.filter(user_id=user.pk).delete()
+
+
+def user_anonymise(*, user: User) -> None:
+    """Delete an account as far as the books allow: keys revoked, login tokens ended (and
+    sessions, by the unusable password), the balance forfeited (receivers of `user_deleted`),
+    every personal field replaced by a placeholder, mail to the address erased. The row stays:
+    the ledger, usage and purchases name it. The mailbox's claim stays too (it names no one),
+    so the address can register again, without a second signup grant."""
+    with transaction.atomic(durable=True):
+        user = User.objects.select_for_update().get(pk=user.pk)
+        if user.deleted_at is not None:
+            return
+        now = timezone.now()
+        ApiKey.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=now)
+        AuthToken.objects.filter(user=user).delete()
+        user_deleted.send(sender=User, user=user)
+        addresses = [a for a in (user.email, user.pending_email) if a]
+        OutboundEmail.objects.filter(to__in=addresses).exclude(
+            status=OutboundEmailStatus.SENT
+        ).delete()
+        OutboundEmail.objects.filter(to__in=addresses).update(
+            to=f"deleted@{DELETED_DOMAIN}", subject="(erased)", body_text="", body_html=""
+        )
+        user.email = f"deleted-{user.pk.hex}@{DELETED_DOMAIN}"
+        user.pending_email = ""
+        user.invite_code = new_invite_code()
+        user.set_unusable_password()
+        user.is_active = user.is_staff = user.is_superuser = False
+        user.last_login = None
+        user.deleted_at = now
+        user.save()
+        user.groups.clear()
+        user.user_permissions.clear()
 
 
 def _email_taken() -> ApplicationError:

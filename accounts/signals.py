@@ -1,8 +1,19 @@
 """Signals other apps hook into. `accounts` depends on nothing else of ours; `credits` and
-`referrals` react to registration through this signal, inside the registration transaction,
-so a receiver that raises (an unknown invite code, say) undoes the whole registration."""
+`referrals` react through these signals, each sent inside the transaction that made the change,
+so a receiver that raises (an unknown invite code, say) undoes the whole change and what the
+receivers write commits together with it."""
 
 from django.dispatch import Signal
 
 # Sent inside the registration transaction with `user` and `invite_code` (str, may be empty).
 user_registered = Signal()
+
+# The signup is confirmed: at the first verification of the user's address
+# (EMAIL_VERIFICATION=required) or at registration (off); once per account. kwargs: `user`,
+# `first_of_mailbox` (bool): True only for the first account of its mailbox ever, the only one
+# that earns the signup grant and its inviter's registration reward.
+signup_confirmed = Signal()
+
+# The account is being deleted (anonymised), inside that transaction. kwargs: `user` (still
+# with its email). Receivers end what the user owns in their app (credits: forfeit the balance).
+user_deleted = Signal()

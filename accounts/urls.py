@@ -8,6 +8,21 @@ urlpatterns = [
     path("auth/register", apis.RegisterApi.as_view(), name="auth-register"),
     path("auth/login", apis.LoginApi.as_view(), name="auth-login"),
     path("auth/logout", apis.LogoutApi.as_view(), name="auth-logout"),
+    path("auth/verify-email", apis.VerifyEmailApi.as_view(), name="auth-verify-email"),
+    path(
+        "auth/verify-email/resend",
+        apis.VerifyEmailResendApi.as_view(),
+        name="auth-verify-email-resend",
+    ),
+    path("auth/password-reset", apis.PasswordResetApi.as_view(), name="auth-password-reset"),
+    path(
+        "auth/password-reset/confirm",
+        apis.PasswordResetConfirmApi.as_view(),
+        name="auth-password-reset-confirm",
+    ),
+    path("auth/password", apis.PasswordChangeApi.as_view(), name="auth-password"),
+    path("user", apis.UserApi.as_view(), name="user"),
+    path("user/email", apis.EmailChangeApi.as_view(), name="user-email"),
     path("user/keys", apis.ApiKeysApi.as_view(), name="user-keys"),
     path("user/keys/<str:key_id>", apis.ApiKeyDetailApi.as_view(), name="user-key-detail"),
 ]

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import dj_database_url
+import dj_email_url
 from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
 
@@ -183,6 +184,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "credits.payments.stripe_events_requeue_stale",
         "schedule": 300.0,
     },
+    # Mail whose after-commit kick was lost (broker down) or whose send failed and is due again.
+    "outbound-email-sweep": {"task": "accounts.tasks.outbound_email_sweep", "schedule": 60.0},
 }
 
 # --- Auth and API ---------------------------------------------------------------------------
@@ -203,7 +206,18 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"login": "10/min"},
+    # Scopes of accounts/throttles.py. `login` counts a client address and email together,
+    # `login_client` a client address across every email (password spraying), `login_email`
+    # one email from anywhere.
+    "DEFAULT_THROTTLE_RATES": {
+        "login": "10/min",
+        "login_client": "20/min",
+        "login_email": "30/min",
+        "password_reset": "10/hour",
+        "password_reset_email": "5/hour",
+        "verify_resend": "5/hour",
+        "email_change": "10/hour",
+    },
 }
 
 REST_KNOX = {
@@ -239,6 +253,35 @@ if not re.fullmatch(r"[\x21-\x7e]{1,24}", API_KEY_PREFIX):
         "API_KEY_PREFIX must be 1 to 24 printable ASCII characters, no spaces; "
         f"got {API_KEY_PREFIX!r}"
     )
+# --- Accounts for the public (CONTRACT.md part 2) ---------------------------------------------
+EMAIL_VERIFICATION = os.environ.get("EMAIL_VERIFICATION", "required").strip().lower() or "required"
+if EMAIL_VERIFICATION not in {"required", "off"}:
+    raise ImproperlyConfigured(
+        f"EMAIL_VERIFICATION must be 'required' or 'off', got {EMAIL_VERIFICATION!r}"
+    )
+SIGNUP_LIMIT_PER_IP_PER_HOUR = env_int("SIGNUP_LIMIT_PER_IP_PER_HOUR", 10)
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+if SIGNUP_LIMIT_PER_IP_PER_HOUR < 0 or TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured("SIGNUP_LIMIT_PER_IP_PER_HOUR and TRUSTED_PROXY_COUNT must be >= 0")
+# Reset links live an hour (Django's own password-reset views read the same setting).
+PASSWORD_RESET_TIMEOUT = 3600
+
+# --- Outbound email: the transport as one URL, parsed by dj-email-url ----------------------------
+EMAIL_URL = os.environ.get("EMAIL_URL", "") or "console:"
+_EMAIL = dj_email_url.parse(EMAIL_URL)
+EMAIL_BACKEND = _EMAIL["EMAIL_BACKEND"]
+EMAIL_HOST = _EMAIL["EMAIL_HOST"] or "localhost"
+EMAIL_PORT = _EMAIL["EMAIL_PORT"] or 25
+EMAIL_HOST_USER = _EMAIL["EMAIL_HOST_USER"] or ""
+EMAIL_HOST_PASSWORD = _EMAIL["EMAIL_HOST_PASSWORD"] or ""
+EMAIL_USE_TLS = _EMAIL["EMAIL_USE_TLS"]
+EMAIL_USE_SSL = _EMAIL["EMAIL_USE_SSL"]
+EMAIL_FILE_PATH = _EMAIL["EMAIL_FILE_PATH"]
+# An SMTP server that stops answering must not hold a Celery worker for ever.
+EMAIL_TIMEOUT = _EMAIL["EMAIL_TIMEOUT"] or 10
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "") or "Kimi K2 <no-reply@localhost>"
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
 DASHBOARD_URL = os.environ.get("DASHBOARD_URL", "http://localhost:8000").rstrip("/")
 STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
 STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")

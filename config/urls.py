@@ -45,4 +45,5 @@ urlpatterns = [
     path("api/", include(api_patterns)),
     path("internal/v1/", include(internal_patterns)),
     path("", include("credits.usage.page_urls")),
+    path("", include("accounts.page_urls")),
 ]

@@ -65,9 +65,11 @@ class ReferralProgram(models.Model):
 
 
 class RegistrationReward(models.TextChoices):
+    PENDING = "pending", "invitee's signup not confirmed yet"
     GRANTED = "granted"
     DISABLED = "disabled", "programme off or reward 0"
     DAILY_CAP = "daily_cap", "inviter's daily cap reached"
+    MAILBOX_USED = "mailbox_used", "invitee's mailbox had already earned its rewards"
 
 
 class PaymentReward(models.TextChoices):

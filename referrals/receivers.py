@@ -6,7 +6,7 @@ from typing import Any
 
 from django.dispatch import receiver
 
-from accounts.signals import user_registered
+from accounts.signals import signup_confirmed, user_registered
 from credits.payments.signals import purchase_paid, purchase_reversed
 
 from . import services
@@ -16,6 +16,13 @@ from . import services
 def link_invitee(sender: object, user: Any, invite_code: str | None = "", **kwargs: Any) -> None:
     """An unknown code or a self-referral raises ApplicationError: the registration is undone."""
     services.referral_register(invitee=user, invite_code=invite_code)
+
+
+@receiver(signup_confirmed, dispatch_uid="referrals.reward_registration")
+def reward_registration(
+    sender: object, user: Any, first_of_mailbox: bool = False, **kwargs: Any
+) -> None:
+    services.referral_reward_registration(invitee=user, first_of_mailbox=first_of_mailbox)
 
 
 @receiver(purchase_paid, dispatch_uid="referrals.reward_first_payment")

@@ -8,7 +8,7 @@ from django.db.models import Sum
 from accounts.models import User
 from credits.models import EntryKind, LedgerEntry, LotSource
 
-from .models import PaymentReward, Referral
+from .models import PaymentReward, Referral, RegistrationReward
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,9 @@ def referral_share_url(*, invite_code: str) -> str:
 def referral_summary(*, user: User) -> ReferralSummary:
     """What `user` has earned by inviting others.
 
-    - `registered`: users who registered with the code (rewarded or not: over the daily cap or
-      with the programme off they still count as invited);
+    - `registered`: users who registered with the code and confirmed their signup (verified
+      their address; rewarded or not: over the daily cap or with the programme off they still
+      count as invited);
     - `paid`: of those, the ones whose first payment stands (not fully refunded or disputed);
     - `credits_earned`: referral rewards granted minus those clawed back, from the ledger itself
       (what the user has spent of them since is still earned).
@@ -47,7 +48,7 @@ def referral_summary(*, user: User) -> ReferralSummary:
     return ReferralSummary(
         invite_code=user.invite_code,
         share_url=referral_share_url(invite_code=user.invite_code),
-        registered=referrals.count(),
+        registered=referrals.exclude(registration_status=RegistrationReward.PENDING).count(),
         paid=paid,
         credits_earned=earned or 0,
     )

@@ -2,8 +2,9 @@
 `credits.services` only.
 
 Lock order (why there is no deadlock): every path takes its locks from the invitee's side to the
-inviter's side. Registration: the new user's credit account (taken by the signup grant, a row no
-one else can see yet) → the inviter's user row → the inviter's credit account. A payment or a
+inviter's side. Signup confirmation: the invitee's user row (taken by the verification) → the
+invitee's credit account (the signup grant) → the referral row → the inviter's user row → the
+inviter's credit account. A payment or a
 reversal: the invitee's credit account (taken by the purchase's own grant or claw-back, when it
 sends the signal inside its transaction) → the referral row → the inviter's credit account. An
 inviter always registered before their invitee, so following invitee → inviter edges can never
@@ -16,7 +17,7 @@ from uuid import UUID
 
 from django.db import transaction
 
-from accounts.models import User
+from accounts.models import User, mailbox_of
 from config.errors import ApplicationError
 from credits import clock
 from credits import services as credits_services
@@ -36,27 +37,17 @@ def invite_code_normalize(code: str | None) -> str:
     return (code or "").strip().upper()
 
 
-def mailbox_of(email: str) -> str:
-    """The mailbox an address delivers to, as far as we can tell without knowing the provider:
-    lower-cased, with any `+tag` dropped from the local part (`Ann+x@Example.com` →
-    `ann@example.com`)."""
-    local, at, domain = email.strip().lower().rpartition("@")
-    if not at:
-        return email.strip().lower()
-    return f"{local.split('+', 1)[0]}@{domain}"
-
-
 def _utc_day_start(now: datetime) -> datetime:
     return datetime.combine(now.date(), time.min, tzinfo=now.tzinfo)
 
 
 def referral_register(*, invitee: User, invite_code: str | None) -> Referral | None:
-    """Link a user who has just registered to the owner of `invite_code`, and reward the owner.
+    """Link a user who has just registered to the owner of `invite_code`.
 
     Runs inside the registration transaction: raising `ApplicationError` here undoes the whole
     registration, so an unknown code or a self-referral creates no user. Returns None when no
-    code was given. The invitee is registered in every other case; whether the inviter is
-    rewarded (programme on, under the daily cap) is recorded on the referral.
+    code was given. The registration reward waits for the invitee's signup to be confirmed
+    (`referral_reward_registration`): an address nobody verified earns nobody anything.
     """
     code = invite_code_normalize(invite_code)
     if not code:
@@ -75,43 +66,54 @@ def referral_register(*, invitee: User, invite_code: str | None) -> Referral | N
             code="self_referral",
             field="invite_code",
         )
-
     with transaction.atomic():
         existing = Referral.objects.filter(invitee=invitee).first()
         if existing is not None:
             return existing  # the signal was sent twice for one registration: link once
+        return Referral.objects.create(
+            inviter=inviter,
+            invitee=invitee,
+            created_at=clock.now(),
+            registration_status=RegistrationReward.PENDING,
+        )
+
+
+def referral_reward_registration(*, invitee: User, first_of_mailbox: bool) -> Referral | None:
+    """The invitee's signup is confirmed (address verified, or registered with verification
+    off): reward the inviter, unless the invitee's mailbox had already earned it (one reward per
+    mailbox, ever, as for the signup grant), the programme is off, or the inviter reached the
+    daily cap. Once per referral. Runs inside the confirming transaction."""
+    with transaction.atomic():
+        referral = Referral.objects.select_for_update().filter(invitee=invitee).first()
+        if referral is None or referral.registration_status != RegistrationReward.PENDING:
+            return referral
         program = ReferralProgram.load()
         now = clock.now()
-        # The daily cap is a read-then-write: two registrations with the same code at once
+        # The daily cap is a read-then-write: two invitees of one inviter confirming at once
         # would both count N-1 rewards today and both grant the Nth. Locking the inviter's
         # user row makes them count one after the other. NO KEY UPDATE, not UPDATE: it must
         # not block the many inserts that merely reference the user (they take KEY SHARE).
-        User.objects.select_for_update(no_key=True).filter(pk=inviter.pk).first()
-        if not program.enabled or program.registration_reward == 0:
+        User.objects.select_for_update(no_key=True).filter(pk=referral.inviter_id).first()
+        if not first_of_mailbox:
+            status = RegistrationReward.MAILBOX_USED
+        elif not program.enabled or program.registration_reward == 0:
             status = RegistrationReward.DISABLED
-        else:
-            granted_today = Referral.objects.filter(
-                inviter=inviter,
+        elif (
+            Referral.objects.filter(
+                inviter_id=referral.inviter_id,
                 registration_status=RegistrationReward.GRANTED,
-                created_at__gte=_utc_day_start(now),
-                created_at__lt=_utc_day_start(now) + timedelta(days=1),
+                registration_entry__created_at__gte=_utc_day_start(now),
+                registration_entry__created_at__lt=_utc_day_start(now) + timedelta(days=1),
             ).count()
-            if granted_today >= program.max_registration_rewards_per_day:
-                status = RegistrationReward.DAILY_CAP
-            else:
-                status = RegistrationReward.GRANTED
-        # Created before the grant: the ledger entry's key and reference name this row.
-        referral = Referral.objects.create(
-            inviter=inviter,
-            invitee=invitee,
-            created_at=now,
-            registration_status=RegistrationReward.DISABLED,
-        )
-        if status == RegistrationReward.GRANTED:
+            >= program.max_registration_rewards_per_day
+        ):
+            status = RegistrationReward.DAILY_CAP
+        else:
+            status = RegistrationReward.GRANTED
             # A user created outside registration (createsuperuser, say) has no account yet.
-            credits_services.account_open(user_id=inviter.pk)
+            credits_services.account_open(user_id=referral.inviter_id)
             referral.registration_entry = credits_services.credits_grant(
-                user_id=inviter.pk,
+                user_id=referral.inviter_id,
                 amount=program.registration_reward,
                 source=LotSource.REFERRAL,
                 idempotency_key=f"referral:registered:{referral.pk}",
@@ -120,11 +122,12 @@ def referral_register(*, invitee: User, invite_code: str | None) -> Referral | N
             )
         referral.registration_status = status
         referral.save(update_fields=["registration_status", "registration_entry"])
-        if status == RegistrationReward.DAILY_CAP:
+        if status in (RegistrationReward.DAILY_CAP, RegistrationReward.MAILBOX_USED):
             logger.info(
-                "referral %s: inviter %s reached the daily cap, no registration reward",
+                "referral %s: no registration reward for inviter %s (%s)",
                 referral.pk,
-                inviter.pk,
+                referral.inviter_id,
+                status,
             )
         return referral
 

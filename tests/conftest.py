@@ -3,6 +3,7 @@ from collections.abc import Iterator
 import pytest
 
 from credits import clock
+from tests.mail_support import smtp  # noqa: F401  (a fixture for every test)
 
 
 @pytest.fixture(autouse=True)

@@ -18,13 +18,16 @@ class UserFactory(factory.django.DjangoModelFactory[User]):
 
 
 def registered_user(**kwargs: Any) -> User:
-    """A user as registration leaves them: account opened, signup grant written."""
+    """A user as registration and verification leave them: account opened, address verified,
+    signup grant written (through the service staff use to verify an address)."""
     from django.db import transaction
+
+    from accounts.services import email_mark_verified
 
     with transaction.atomic():
         user = cast(User, UserFactory(**kwargs))
         user_registered.send(sender=User, user=user, invite_code="")
-    return user
+        return email_mark_verified(user=user)
 
 
 def ensure_documented_tiers() -> None:

@@ -6,6 +6,7 @@ promises cannot rot unnoticed."""
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -44,9 +45,13 @@ def _embedded_env(tmp_path: Path) -> dict[str, str]:
 
 
 class Http:
-    def __init__(self, base: str) -> None:
+    def __init__(
+        self, base: str, log: Path | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.base = base
         self.headers: dict[str, str] = {}
+        self.log = log  # the server's output: console email lands there
+        self.env = env or {}
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any, str]:
         data = None if body is None else json.dumps(body).encode()
@@ -100,7 +105,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    http = Http(f"http://127.0.0.1:{port}")
+    http = Http(f"http://127.0.0.1:{port}", log=tmp_path / "server.log", env=env)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -187,3 +192,60 @@ def test_an_api_key_prefix_that_keys_cannot_carry_stops_the_process(
     )
     assert check.returncode != 0
     assert "API_KEY_PREFIX must be 1 to 24 printable ASCII characters" in check.stderr
+
+
+def test_the_embedded_default_walks_register_verify_key_and_authorize(server: Http) -> None:
+    """Mail goes to the console (EMAIL_URL's default `console:`): the verification link is read
+    from the server's output, as a developer would read it from their terminal."""
+    server.headers.clear()
+    email, password = "verify.me@example.com", "a-long and unusual passphrase 42"
+    status, body, _ = server.call(
+        "POST", "/api/auth/register", {"email": email, "password": password}
+    )
+    assert status == 201, body
+    assert body["user"]["email_verified"] is False
+
+    assert server.log is not None
+    deadline = time.monotonic() + 10
+    tokens: list[str] = []
+    while not tokens and time.monotonic() < deadline:
+        output = server.log.read_text()
+        # The message to this address, in the console backend's dump of it.
+        after = output[output.rfind(f"To: {email}") :] if f"To: {email}" in output else ""
+        tokens = re.findall(r"/verify-email\?token=([A-Za-z0-9_:\-]+)", after)
+        time.sleep(0.1)
+    assert tokens, "no verification link in the console output"
+    status, body, _ = server.call("POST", "/api/auth/verify-email", {"token": tokens[0]})
+    assert status == 200, body
+    assert body["user"]["email_verified"] is True
+
+    status, body, _ = server.call("POST", "/api/auth/login", {"email": email, "password": password})
+    assert status == 200, body
+    server.headers["Authorization"] = f"Token {body['token']}"
+    status, created, _ = server.call("POST", "/api/user/keys", {"name": "verified"})
+    assert status == 201, created
+
+    made = subprocess.run(
+        [sys.executable, "manage.py", "create_service_token", "embedded-gateway"],
+        cwd=ROOT,
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    server.headers["Authorization"] = f"Bearer {made.stdout.strip()}"
+    status, decision, _ = server.call(
+        "POST",
+        "/internal/v1/authorize",
+        {
+            "api_key": created["key"],
+            "request_id": "req_embedded_1",
+            "model": "kimi-k2-0905",
+            "format": "openai",
+        },
+    )
+    assert status == 200, decision
+    assert decision["allowed"] is True, decision
+    assert decision["credits_remaining"] == 99  # the signup grant, minus this hold
+    server.headers.clear()

@@ -11,6 +11,13 @@ ACCOUNTS_PATHS = {
     "/api/auth/logout": {"post"},
     "/api/user/keys": {"get", "post"},
     "/api/user/keys/{key_id}": {"delete"},
+    "/api/auth/verify-email": {"post"},
+    "/api/auth/verify-email/resend": {"post"},
+    "/api/auth/password-reset": {"post"},
+    "/api/auth/password-reset/confirm": {"post"},
+    "/api/auth/password": {"post"},
+    "/api/user": {"get", "delete"},
+    "/api/user/email": {"post"},
 }
 
 

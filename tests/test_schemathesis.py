@@ -136,4 +136,11 @@ def test_the_fuzzed_schema_covers_the_user_internal_and_webhook_operations() -> 
         ("GET", "/api/user/ledger"),
         ("POST", "/api/purchases"),
         ("GET", "/api/user/referrals"),
+        ("POST", "/api/auth/verify-email"),
+        ("POST", "/api/auth/password-reset"),
+        ("POST", "/api/auth/password-reset/confirm"),
+        ("POST", "/api/auth/password"),
+        ("GET", "/api/user"),
+        ("DELETE", "/api/user"),
+        ("POST", "/api/user/email"),
     } <= operations

@@ -14,3 +14,7 @@ def _fresh_caches() -> Iterator[None]:
     service_tokens.clear_cache()
     yield
     service_tokens.clear_cache()
+
+
+# Debian's chromium through Playwright, for the page tests (tests/accounts/test_pages_browser.py).
+from tests.usage.test_my_credits_page import browser  # noqa: E402, F401

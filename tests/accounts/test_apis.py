@@ -14,6 +14,7 @@ from accounts.models import ApiKey, User
 from accounts.services import api_key_create
 from credits.models import CreditAccount
 from tests.factories import UserFactory
+from tests.mail_support import outbox_token
 
 pytestmark = pytest.mark.django_db
 
@@ -42,23 +43,42 @@ def _token_client(user: User) -> APIClient:
     return client
 
 
+def _register_alice(client: APIClient) -> Any:
+    return client.post(
+        "/api/auth/register", {"email": "Alice@Example.com", "password": PASSWORD}, format="json"
+    )
+
+
 class TestRegister:
-    def test_registering_returns_the_user_with_the_signup_grant(self, client: APIClient) -> None:
-        response = client.post(
-            "/api/auth/register",
-            {"email": "Alice@Example.com", "password": PASSWORD},
-            format="json",
-        )
+    def test_registering_returns_the_user_and_verifying_grants_the_signup_credits(
+        self, client: APIClient
+    ) -> None:
+        response = _register_alice(client)
         assert response.status_code == 201
         user = User.objects.get()
         assert response.json() == {
             "user": {
                 "id": str(user.pk),
                 "email": "alice@example.com",
+                "email_verified": False,
                 "invite_code": user.invite_code,
             }
         }
+        assert CreditAccount.objects.get(pk=user.pk).balance == 0  # EMAIL_VERIFICATION=required
+        token = outbox_token("alice@example.com", "accounts/email/verify_email")
+        verified = client.post("/api/auth/verify-email", {"token": token}, format="json")
+        assert verified.status_code == 200
+        assert verified.json()["user"]["email_verified"] is True
         assert CreditAccount.objects.get(pk=user.pk).balance == 100
+
+    @override_settings(EMAIL_VERIFICATION="off")
+    def test_with_verification_off_registering_grants_the_signup_credits_at_once(
+        self, client: APIClient
+    ) -> None:
+        response = _register_alice(client)
+        assert response.status_code == 201
+        assert response.json()["user"]["email_verified"] is False
+        assert CreditAccount.objects.get(pk=User.objects.get().pk).balance == 100
 
     def test_an_empty_invite_code_means_none(self, client: APIClient) -> None:
         for code in ("", None):
@@ -136,6 +156,7 @@ class TestLoginAndLogout:
         assert body["user"] == {
             "id": str(user.pk),
             "email": user.email,
+            "email_verified": False,
             "invite_code": user.invite_code,
         }
         assert "sessionid" in response.cookies

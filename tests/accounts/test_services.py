@@ -7,21 +7,30 @@ from django.test import override_settings
 from django.utils import timezone
 
 from accounts.models import ApiKey, User
-from accounts.services import api_key_create, api_key_revoke, user_register
+from accounts.services import api_key_create, api_key_revoke, email_verify, user_register
 from accounts.signals import user_registered
 from config.errors import ApplicationError
 from credits.models import CreditAccount
 from tests.factories import UserFactory
+from tests.mail_support import outbox_token
 
 pytestmark = pytest.mark.django_db
 
 STRONG = "a-long and unusual passphrase 42"
 
 
-def test_registration_creates_the_user_with_the_signup_grant() -> None:
+def test_registration_creates_the_user_and_verification_the_signup_grant() -> None:
     user = user_register(email="  Alice@Example.COM ", password=STRONG)
     assert user.email == "alice@example.com"
     assert user.check_password(STRONG)
+    assert CreditAccount.objects.get(pk=user.pk).balance == 0
+    email_verify(token=outbox_token("alice@example.com", "accounts/email/verify_email"))
+    assert CreditAccount.objects.get(pk=user.pk).balance == 100
+
+
+@override_settings(EMAIL_VERIFICATION="off")
+def test_with_verification_off_registration_creates_the_user_with_the_signup_grant() -> None:
+    user = user_register(email="  Alice@Example.COM ", password=STRONG)
     assert CreditAccount.objects.get(pk=user.pk).balance == 100
 
 

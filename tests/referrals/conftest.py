@@ -6,7 +6,8 @@ from typing import Any
 from django.db import transaction
 
 from accounts.models import User
-from accounts.services import user_register
+from accounts.services import email_verify, user_register
+from accounts.tokens import token_make
 from credits import clock
 from credits.models import CreditAccount, EntryKind, LedgerEntry
 from credits.payments.models import Package, Purchase, PurchaseStatus
@@ -26,8 +27,14 @@ def program(**changes: Any) -> ReferralProgram:
 
 
 def register(email: str, invite_code: str = "") -> User:
-    """Register through the real service (one durable transaction, signal inside it)."""
-    return user_register(email=email, password=PASSWORD, invite_code=invite_code)
+    """Register and verify through the real services (each one durable transaction, signals
+    inside it), following the token the verification mail carries."""
+    user = user_register(email=email, password=PASSWORD, invite_code=invite_code)
+    return verify(user)
+
+
+def verify(user: User) -> User:
+    return email_verify(token=token_make(purpose="verify_email", user=user, email=user.email))
 
 
 def balance(user: User) -> int:

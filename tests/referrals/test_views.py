@@ -10,7 +10,15 @@ from accounts.models import User
 from credits import services as credits_services
 from referrals.models import Referral
 from tests.factories import registered_user
-from tests.referrals.conftest import PASSWORD, pay, program, purchase_of, register, reverse
+from tests.referrals.conftest import (
+    PASSWORD,
+    pay,
+    program,
+    purchase_of,
+    register,
+    reverse,
+    verify,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -119,7 +127,11 @@ def test_registering_with_a_lower_case_code_links_the_inviter() -> None:
     bob = User.objects.get(email="bob@example.com")
     assert response.json()["user"]["invite_code"] == bob.invite_code
     assert Referral.objects.get(invitee=bob).inviter == ann
+    assert client_for(ann).get(URL).json()["credits_earned"] == 0  # until bob verifies
+    assert client_for(ann).get(URL).json()["registered"] == 0
+    verify(bob)
     assert client_for(ann).get(URL).json()["credits_earned"] == 50
+    assert client_for(ann).get(URL).json()["registered"] == 1
 
 
 @pytest.mark.parametrize("extra", [{}, {"invite_code": ""}, {"invite_code": None}])

@@ -11,6 +11,7 @@ from django.test import Client
 from accounts.models import ApiKey
 from credits.models import LedgerEntry
 from credits.payments.models import Purchase
+from tests.mail_support import outbox_token
 from tests.stripe_support import StripeRecordedServer
 
 from .conftest import Person, make_person
@@ -112,6 +113,13 @@ def test_referral_summaries_count_only_ones_own_invitees(alice: Person, mallory:
         content_type="application/json",
     )
     assert invited.status_code == 201
+    token = outbox_token("friend@example.com", "accounts/email/verify_email")
+    assert (
+        Client()
+        .post("/api/auth/verify-email", {"token": token}, content_type="application/json")
+        .status_code
+        == 200
+    )  # invitees count once verified
     alices = alice.client().get("/api/user/referrals").json()
     mallorys = mallory.client().get("/api/user/referrals").json()
     assert alices["registered"] == 1

@@ -11,6 +11,7 @@ import pytest
 from django.test import Client
 
 from accounts.service_tokens import service_token_create
+from tests.mail_support import outbox_token
 from tests.stripe_support import StripeRecordedServer, build_event, checkout_session, sign_payload
 
 from .conftest import STRIPE_SECRET, WEBHOOK_SECRET
@@ -39,6 +40,14 @@ def test_no_secret_reaches_a_log_line_or_an_error_body(
     )
     assert registered.status_code == 201
     bodies.append(registered.content)
+    # The signup grant follows the verification (EMAIL_VERIFICATION=required): the link's token
+    # is a secret too.
+    verify_token = outbox_token("eve@example.com", "accounts/email/verify_email")
+    verified = _post(client, "/api/auth/verify-email", {"token": verify_token})
+    assert verified.status_code == 200
+    bodies.append(verified.content)
+    bodies.append(_post(client, "/api/auth/verify-email", {"token": verify_token + "x"}).content)
+    bodies.append(_post(client, "/api/auth/password-reset", {"email": "eve@example.com"}).content)
     bodies.append(
         _post(
             client, "/api/auth/login", {"email": "eve@example.com", "password": PASSWORD + "x"}
@@ -115,6 +124,7 @@ def test_no_secret_reaches_a_log_line_or_an_error_body(
         "api key body": raw_key[len("sk-kimi-") :],
         "mistyped key": mistyped,
         "login token": token,
+        "verification token": verify_token,
         "service token": service_token,
         "stripe secret": STRIPE_SECRET,
         "webhook secret": WEBHOOK_SECRET,
