@@ -110,6 +110,43 @@ def _count(value: Any, field: str) -> int:
     return value
 
 
+# `usage` keys: the contract's, and Anthropic's names for the same counts, so a gateway may pass
+# either dialect's usage object through. Anything else is refused by name rather than dropped:
+# a misspelt key silently recorded as 0 tokens would go unnoticed.
+_USAGE_KEYS = {
+    "prompt_tokens": "prompt_tokens",
+    "completion_tokens": "completion_tokens",
+    "input_tokens": "prompt_tokens",
+    "output_tokens": "completion_tokens",
+}
+
+
+def _usage_counts(usage: Any) -> tuple[int, int]:
+    """(prompt_tokens, completion_tokens) of a settle's `usage` (absent: 0 and 0)."""
+    if usage is None:
+        return 0, 0
+    if not isinstance(usage, dict):
+        raise BadRequest("usage must be an object.", "usage")
+    counts: dict[str, int] = {}
+    for key, value in usage.items():
+        name = _USAGE_KEYS.get(key)
+        field = f"usage.{key}"
+        if name is None:
+            raise BadRequest(
+                f"{field} is not a usage field; send prompt_tokens and completion_tokens "
+                "(or Anthropic's input_tokens and output_tokens).",
+                field,
+            )
+        if name in counts:
+            raise BadRequest(f"{field} repeats usage.{name}; send one of the two.", field)
+        counts[name] = _count(value, field)
+    return counts.get("prompt_tokens", 0), counts.get("completion_tokens", 0)
+
+
+# A hold's status in the gateway's words (the 409 of a settle with the other outcome).
+_SETTLED_AS = {"committed": "success", "released": "failure", "expired": "failure"}
+
+
 def _guarded(count: Callable[[str], None]) -> Callable[[Handler], Handler]:
     """Bad input is a 400 naming the field; an unreachable database a quick 503. Both are
     counted with `count`, the handler's own counter (config/observability.py)."""
@@ -301,7 +338,12 @@ def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> Ans
             observability.count_authorization(decisions.RATE_LIMITED)
             return _decision(
                 decisions.denied(
-                    fmt, decisions.RATE_LIMITED, available=check.available, limit=limit, now=now
+                    fmt,
+                    decisions.RATE_LIMITED,
+                    available=check.available,
+                    limit=limit,
+                    now=now,
+                    tier=tier,
                 )
             )
         hold_id = str(uuid.uuid4())
@@ -375,13 +417,7 @@ def settle_answer(call: Call) -> Answer:
             "http_status",
         )
     model = _string(body, "model", required=False, recorded=True) or ""
-    usage = body.get("usage")
-    if usage is None:
-        usage = {}
-    if not isinstance(usage, dict):
-        raise BadRequest("usage must be an object.", "usage")
-    prompt_tokens = _count(usage.get("prompt_tokens"), "usage.prompt_tokens")
-    completion_tokens = _count(usage.get("completion_tokens"), "usage.completion_tokens")
+    prompt_tokens, completion_tokens = _usage_counts(body.get("usage"))
     reason = _string(body, "reason", required=False, max_length=MAX_REASON, recorded=True) or ""
     result = backends.get_backend().settle(
         request_id=request_id,
@@ -406,10 +442,12 @@ def settle_answer(call: Call) -> Answer:
         )
     if result.outcome == backends.CONFLICT:
         observability.count_settle("conflict")
+        first = _SETTLED_AS.get(result.status or "", result.status)
         return error_answer(
             409,
             "request_already_settled",
-            f"This request was already settled as {result.status}; nothing was changed.",
+            f"This request was already settled as {first}; settling it as {outcome} "
+            "changed nothing.",
             "outcome",
         )
     observability.count_settle("charged" if result.charged else "not_charged")
