@@ -194,6 +194,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.login_tokens.LoginTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
+        # Last: a 401 that names what to send instead of a misdirected credential.
+        "accounts.login_tokens.MisdirectedCredentialAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
