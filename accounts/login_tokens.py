@@ -9,13 +9,16 @@ being imported.
 import re
 from typing import Any
 
+from django.utils import timezone
 from knox.auth import TokenAuthentication
+from knox.settings import knox_settings
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from . import secrets
 from .api_keys import api_key_from_request, api_key_is_well_formed
+from .models import LoginSession
 from .service_tokens import TOKEN_PREFIX as SERVICE_TOKEN_PREFIX
 
 # What knox issues: hex characters (and an optional printable TOKEN_PREFIX). Anything else in the
@@ -32,6 +35,16 @@ class LoginTokenAuthentication(TokenAuthentication):
             raise exceptions.AuthenticationFailed("Invalid token.")
         user, auth_token = super().authenticate_credentials(token)
         return user, auth_token
+
+    def renew_token(self, auth_token: Any) -> None:
+        """knox's sliding expiry (AUTO_REFRESH), with the token's login row kept in step: both
+        are written only when knox writes (the expiry moved by more than a minute)."""
+        before = auth_token.expiry
+        super().renew_token(auth_token)
+        if (auth_token.expiry - before).total_seconds() > knox_settings.MIN_REFRESH_INTERVAL:
+            LoginSession.objects.filter(auth_token=auth_token).update(
+                last_used_at=timezone.now(), expires_at=auth_token.expiry
+            )
 
 
 # What the user API takes, for the messages that redirect a misdirected credential.

@@ -8,6 +8,7 @@ local-memory caches and Celery tasks run eagerly. Each of `DATABASE_URL`, `REDIS
 import os
 import re
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -96,6 +97,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.login_sessions.LoginSessionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -205,11 +207,21 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {"login": "10/min"},
 }
 
+# Login tokens (and browser sessions) last LOGIN_TTL_DAYS after their last use: each use moves
+# the expiry on (knox's AUTO_REFRESH, at most one write a minute; the cookie's is moved by
+# accounts.login_sessions.LoginSessionMiddleware the same way).
+LOGIN_TTL_DAYS = env_int("LOGIN_TTL_DAYS", 30)
+if LOGIN_TTL_DAYS < 1:
+    raise ImproperlyConfigured(f"LOGIN_TTL_DAYS must be at least 1, got {LOGIN_TTL_DAYS}")
 REST_KNOX = {
-    "TOKEN_TTL": None,
-    "AUTO_REFRESH": False,
+    "TOKEN_TTL": timedelta(days=LOGIN_TTL_DAYS),
+    "AUTO_REFRESH": True,
+    "MIN_REFRESH_INTERVAL": 60,
     "AUTH_HEADER_PREFIX": "Token",
 }
+# knox's own token model, named so that accounts.LoginSession can point at it.
+KNOX_TOKEN_MODEL = "knox.AuthToken"  # noqa: S105  (a model name, not a secret)
+SESSION_COOKIE_AGE = LOGIN_TTL_DAYS * 24 * 3600
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Kimi K2 billing service",
