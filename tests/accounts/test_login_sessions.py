@@ -38,7 +38,7 @@ def log_in(client: Client, email: str = "alice@example.com", **extra: object) ->
 
 
 def by_token(token: object) -> dict[str, str]:
-    return {"HTTP_AUTHORIZATION": f"Token {token}"}
+    return {"Authorization": f"Token {token}"}
 
 
 def assert_about(moment: datetime | None, expected: datetime) -> None:
@@ -57,7 +57,7 @@ def test_a_login_token_lasts_the_login_lifetime_and_so_does_its_row(alice: User)
     row = LoginSession.objects.get(user=alice)
     assert row.auth_token_id == stored.pk
     assert row.expires_at == stored.expiry
-    assert Client().get("/api/user/keys", **by_token(token)).status_code == 200
+    assert Client().get("/api/user/keys", headers=by_token(token)).status_code == 200
 
 
 def test_each_use_moves_the_token_expiry_on(alice: User) -> None:
@@ -65,7 +65,7 @@ def test_each_use_moves_the_token_expiry_on(alice: User) -> None:
     soon = timezone.now() + timedelta(days=1)
     AuthToken.objects.filter(user=alice).update(expiry=soon)
     LoginSession.objects.filter(user=alice).update(expires_at=soon)
-    assert Client().get("/api/user/keys", **by_token(token)).status_code == 200
+    assert Client().get("/api/user/keys", headers=by_token(token)).status_code == 200
     assert_about(AuthToken.objects.get(user=alice).expiry, timezone.now() + TTL)
     row = LoginSession.objects.get(user=alice)
     assert_about(row.expires_at, timezone.now() + TTL)
@@ -75,7 +75,7 @@ def test_each_use_moves_the_token_expiry_on(alice: User) -> None:
 def test_an_expired_token_is_refused_and_its_login_is_gone(alice: User) -> None:
     token = log_in(Client())["token"]
     AuthToken.objects.filter(user=alice).update(expiry=timezone.now() - timedelta(seconds=1))
-    assert Client().get("/api/user/keys", **by_token(token)).status_code == 401
+    assert Client().get("/api/user/keys", headers=by_token(token)).status_code == 401
     assert not AuthToken.objects.filter(user=alice).exists()
     assert not LoginSession.objects.filter(user=alice, auth_token__isnull=False).exists()
 
@@ -121,7 +121,7 @@ def test_the_sessions_list_shows_each_live_login_of_the_user_only(alice: User) -
         expires_at=timezone.now() - timedelta(seconds=1)
     )
 
-    listed = Client().get("/api/user/sessions", **by_token(token)).json()
+    listed = Client().get("/api/user/sessions", headers=by_token(token)).json()
     assert [(s["token"], s["cookie"], s["current"]) for s in listed] == [
         (False, True, False),  # the browser: used last
         (True, True, True),  # this token's login (an API login sets a cookie too)
@@ -150,7 +150,7 @@ def test_ending_a_session_ends_its_token_and_its_cookie(alice: User) -> None:
     sessions = browser.get("/api/user/sessions").json()
     api_login = next(s for s in sessions if s["token"])
     assert browser.delete(f"/api/user/sessions/{api_login['id']}").status_code == 204
-    assert Client().get("/api/user/keys", **by_token(token)).status_code == 401
+    assert Client().get("/api/user/keys", headers=by_token(token)).status_code == 401
     assert api.get("/api/user/keys").status_code in (401, 403)  # its cookie too
     assert not AuthToken.objects.exists()
     assert browser.delete(f"/api/user/sessions/{api_login['id']}").status_code == 404
@@ -168,7 +168,7 @@ def test_another_users_session_or_a_malformed_id_is_the_same_404(alice: User) ->
     bobs = bob.get("/api/user/sessions").json()[0]["id"]
     token = log_in(Client())["token"]
     for session_id in (bobs, "not-a-uuid", "00000000-0000-0000-0000-000000000000"):
-        response = Client().delete(f"/api/user/sessions/{session_id}", **by_token(token))
+        response = Client().delete(f"/api/user/sessions/{session_id}", headers=by_token(token))
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "session_not_found"
     assert bob.get("/api/user/keys").status_code == 200
@@ -178,7 +178,7 @@ def test_a_logout_by_cookie_ends_the_token_the_same_login_issued(alice: User) ->
     both = Client()
     token = log_in(both)["token"]
     assert both.post("/api/auth/logout").status_code == 204  # the cookie only
-    assert Client().get("/api/user/keys", **by_token(token)).status_code == 401
+    assert Client().get("/api/user/keys", headers=by_token(token)).status_code == 401
     assert not AuthToken.objects.exists()
     assert not LoginSession.objects.exists()
 
@@ -187,10 +187,10 @@ def test_a_logout_by_token_ends_the_cookie_the_same_login_set(alice: User) -> No
     both = Client()
     token = log_in(both)["token"]
     other = log_in(Client())["token"]
-    assert Client().post("/api/auth/logout", **by_token(token)).status_code == 204
+    assert Client().post("/api/auth/logout", headers=by_token(token)).status_code == 204
     assert both.get("/api/user/keys").status_code in (401, 403)
     # Another login of the same user is untouched.
-    assert Client().get("/api/user/keys", **by_token(other)).status_code == 200
+    assert Client().get("/api/user/keys", headers=by_token(other)).status_code == 200
     assert LoginSession.objects.count() == 1
 
 
