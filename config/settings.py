@@ -14,6 +14,7 @@ from pathlib import Path
 import dj_database_url
 from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
+from pythonjsonlogger.core import RESERVED_ATTRS as JSON_LOG_RESERVED_ATTRS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -170,6 +171,10 @@ else:
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "") or REDIS_URL
 # Without a broker the embedded default runs tasks in-process, right after the caller commits.
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+if CELERY_TASK_ALWAYS_EAGER:
+    # Nothing is ever sent; an empty URL made kombu warn "No hostname was supplied" on the
+    # first task of every process.
+    CELERY_BROKER_URL = "memory://localhost/"
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True  # a worker killed mid-task gets it redelivered: tasks are idempotent
@@ -284,23 +289,55 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_MANIFEST_STRICT = False
 
-# key=value lines with the request id on each (config/observability.py).
+# One line per record on stderr, with the request id on each (config/observability.py):
+# `key=value` text by default, or one JSON object per line (`LOG_FORMAT=json`, through
+# python-json-logger) for log collectors. Django's own loggers go through the same handler
+# (their default console handler would print a second, id-less copy of each 4xx line), and so
+# does runserver's access log, less its 4xx lines (django.request already wrote one).
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "").strip().lower() or "plain"
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json', got {LOG_FORMAT!r}")
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "config.observability.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "config.observability.RequestIdFilter"},
+        "one_line_per_4xx": {"()": "config.observability.OneLinePer4xxFilter"},
+    },
     "formatters": {
         "plain": {
             "format": "%(asctime)s level=%(levelname)s logger=%(name)s "
             "request_id=%(request_id)s %(message)s"
         },
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            # django.request's `request` (and runserver's socket) are objects, not fields.
+            "reserved_attrs": [*JSON_LOG_RESERVED_ATTRS, "request", "server_time"],
+        },
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
-            "filters": ["request_id"],
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id", "one_line_per_4xx"],
         }
     },
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        "django.server": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+    },
 }
+
+# Optional error reporting (config/error_reporting.py): credentials are scrubbed before
+# anything leaves the process.
+SENTRY_DSN = os.environ.get("SENTRY_DSN", "")
+if SENTRY_DSN:
+    from config.error_reporting import error_reporting_init
+
+    error_reporting_init(
+        dsn=SENTRY_DSN, environment=os.environ.get("SENTRY_ENVIRONMENT", "production")
+    )

@@ -158,9 +158,6 @@ def _guarded(count: Callable[[str], None]) -> Callable[[Handler], Handler]:
                 return error_answer(
                     405, "method_not_allowed", "Use POST.", headers=(("Allow", "POST"),)
                 )
-            # The view binds the gateway's request id once it has read it; until then (and for
-            # the next request this thread serves) the log lines say `request_id=-`.
-            token = observability.request_id.set("-")
             try:
                 return view(call)
             except BadRequest as exc:
@@ -170,6 +167,29 @@ def _guarded(count: Callable[[str], None]) -> Callable[[Handler], Handler]:
                 count("unavailable")
                 logger.exception("internal API: database unreachable")
                 return error_answer(503, "unavailable", "The database cannot be reached.")
+
+        return wrapper
+
+    return decorate
+
+
+def _logged(path: str) -> Callable[[Handler], Handler]:
+    """Outermost layer: the request id of the call's log lines (the view binds the gateway's
+    once it has read it; until then, and for the next request this thread serves, `-`), and
+    the one log line of a 4xx answer (a refused service token included), with that id. Through
+    Django, `as_django_view` marks such a response logged so that Django does not add another."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        def wrapper(call: Call) -> Answer:
+            token = observability.request_id.set("-")
+            try:
+                answer = handler(call)
+                if 400 <= answer.status < 500:
+                    error = answer.payload.get("error")
+                    code = error.get("code", "") if isinstance(error, dict) else ""
+                    observability.log_gateway_4xx(answer.status, path, code)
+                return answer
             finally:
                 observability.request_id.reset(token)
 
@@ -199,6 +219,7 @@ def _conflict() -> Answer:
     )
 
 
+@_logged("/internal/v1/authorize")
 @with_service_token
 @_guarded(observability.count_authorization)
 def authorize_answer(call: Call) -> Answer:
@@ -394,6 +415,7 @@ def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> Ans
     raise OperationalError("authorize: the request id kept changing under us")
 
 
+@_logged("/internal/v1/settle")
 @with_service_token
 @_guarded(observability.count_settle)
 def settle_answer(call: Call) -> Answer:
