@@ -82,7 +82,7 @@ def sentry_receiver() -> Iterator[tuple[int, list[bytes]]]:
             elif encoding == "deflate":
                 body = zlib.decompress(body)
             elif encoding == "br":
-                import brotli  # type: ignore[import-not-found]
+                import brotli
 
                 body = brotli.decompress(body)
             received.append(body)
