@@ -11,6 +11,7 @@
 Every credit movement made here goes through `credits.services`; nothing writes ledger rows.
 """
 
+from datetime import UTC
 from typing import Any
 from uuid import UUID
 
@@ -21,32 +22,50 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from accounts.admin import UserAdmin
+from accounts.login_sessions import login_sessions_live
 from accounts.models import ApiKey, User, normalize_email
 from config.text import storable
 
 from . import services
-from .admin_forms import AdjustCreditsForm, TierForm
+from .admin_forms import AdjustCreditsForm, FreezeForm, TierForm
 from .errors import IdempotencyConflict, InsufficientCredits
 from .gateway.ratelimit import tiers_cache_clear
 from .models import CreditAccount, CreditSettings, LedgerEntry, Tier
 from .payments import admin as payments_admin  # noqa: F401
 
 ADJUST_PERMISSION = "credits.adjust_credits"
+FREEZE_PERMISSION = "credits.freeze_accounts"
 RECENT_ENTRIES = 20
 
 # The index page shows today's credits sold, consumed and expired (see credits_admin tags).
 admin.site.index_template = "admin/credits/index.html"
 admin.site.site_header = "Kimi billing administration"
 admin.site.site_title = "Kimi billing admin"
+# The app list in a sidebar repeats the index and takes 300 px from every list: without it, the
+# ledger's and purchases' columns fit a 1,400-px screen unclipped (tests/admin/test_browser.py).
+admin.site.enable_nav_sidebar = False
 
 
 def _when(moment: Any) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment is not None else "never"
+    """A moment as every admin page shows one (config/formats: `2026-11-25 07:00:00 UTC`)."""
+    if moment is None:
+        return "never"
+    return date_format(timezone.localtime(moment, UTC), "DATETIME_FORMAT")
+
+
+def _n(number: int) -> str:
+    return f"{number:,}"
+
+
+def _bad(text: str) -> SafeString:
+    return format_html('<span class="glance-bad">{}</span>', text)
 
 
 def _table(headers: tuple[str, ...], rows: list[tuple[Any, ...]], empty: str) -> SafeString:
@@ -93,9 +112,16 @@ class CreditsUserAdmin(UserAdmin):
     list_display = (*UserAdmin.list_display, "balance")  # type: ignore[assignment]
     list_select_related = ("credit_account",)
     credits_fields = ("credits_summary", "live_lots", "recent_entries")
-    readonly_fields = (*UserAdmin.readonly_fields, *credits_fields)  # type: ignore[assignment]
-    # Money right after who the user is: it is what staff open the page for.
+    glance_fields = ("at_a_glance", "login_sessions")
+    readonly_fields = (  # type: ignore[assignment]
+        *UserAdmin.readonly_fields,
+        *glance_fields,
+        *credits_fields,
+    )
+    # What support asks first (can this user log in and call the API, and is the account
+    # frozen), then the money right after who the user is: it is what staff open the page for.
     fieldsets = (  # type: ignore[assignment]
+        ("At a glance", {"fields": glance_fields}),
         UserAdmin.fieldsets[0],
         ("Credits", {"fields": credits_fields}),
         *UserAdmin.fieldsets[1:],
@@ -118,6 +144,70 @@ class CreditsUserAdmin(UserAdmin):
         # shows the exact figures.
         account = self._account(obj)
         return account.balance if account is not None else None
+
+    @admin.display(description="status")
+    def at_a_glance(self, obj: User) -> SafeString:
+        account = self._account(obj)
+        if account is not None and account.frozen_at is not None:
+            frozen = format_html(
+                "{} since {}: {}", _bad("frozen"), _when(account.frozen_at), account.frozen_reason
+            )
+        else:
+            frozen = SafeString("not frozen" if account is not None else "no credit account")
+        # Email verification comes with the accounts work of issue 16; until the user has the
+        # field, the row says so rather than guessing.
+        verified = getattr(obj, "email_verified", None)
+        verification = (
+            "not tracked yet"
+            if verified is None
+            else ("verified" if verified else _bad("not verified"))
+        )
+        keys = ApiKey.objects.filter(user=obj).live()
+        key_count = keys.count()
+        last_key_use = keys.exclude(last_used_at=None).order_by("-last_used_at").first()
+        sessions = login_sessions_live(user=obj)
+        rows = (
+            ("Account", "active" if obj.is_active else _bad("deactivated")),
+            ("Frozen", frozen),
+            ("Email", format_html("{} ({})", obj.email, verification)),
+            (
+                "API keys",
+                format_html(
+                    "{} live, last used {}",
+                    _n(key_count),
+                    _when(last_key_use.last_used_at) if last_key_use else "never",
+                ),
+            ),
+            ("Logins", format_html("{} live", _n(sessions.count()))),
+        )
+        return format_html(
+            '<table class="credits-table" id="at-a-glance"><tbody>{}</tbody></table>',
+            format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),
+        )
+
+    @admin.display(description="live logins")
+    def login_sessions(self, obj: User) -> SafeString:
+        rows = [
+            (
+                _when(session.created_at),
+                _when(session.last_used_at),
+                _when(session.expires_at),
+                " + ".join(
+                    kind
+                    for kind, present in (
+                        ("token", session.auth_token_id is not None),
+                        ("browser cookie", bool(session.session_key)),
+                    )
+                    if present
+                ),
+                Truncator(session.user_agent).chars(60) or "\u2013",
+            )
+            for session in login_sessions_live(user=obj)[:RECENT_ENTRIES]
+        ]
+        return format_html(
+            '<div id="login-sessions">{}</div>',
+            _table(("logged in", "last used", "expires", "with", "client"), rows, "No live logins"),
+        )
 
     @admin.display(description="balance")
     def credits_summary(self, obj: User) -> SafeString:
@@ -143,10 +233,10 @@ class CreditsUserAdmin(UserAdmin):
             '<tr><th>Consumed (all time)</th><td id="credits-consumed">{}</td></tr>'
             "</tbody></table>",
             frozen,
-            figures.balance,
-            figures.reserved,
-            figures.available,
-            account.consumed,
+            _n(figures.balance),
+            _n(figures.reserved),
+            _n(figures.available),
+            _n(account.consumed),
         )
 
     @admin.display(description="live lots")
@@ -158,9 +248,9 @@ class CreditsUserAdmin(UserAdmin):
             (
                 lot.source,
                 lot.package or "\u2013",
-                lot.granted,
-                lot.remaining,
-                lot.reserved,
+                _n(lot.granted),
+                _n(lot.remaining),
+                _n(lot.reserved),
                 _when(lot.expires_at),
                 _when(lot.created_at),
             )
@@ -186,8 +276,8 @@ class CreditsUserAdmin(UserAdmin):
             (
                 _when(entry.created_at),
                 entry.kind,
-                f"{entry.amount:+d}",
-                entry.balance_after,
+                f"{entry.amount:+,d}",
+                _n(entry.balance_after),
                 entry.lot.source,
                 entry.reference,
                 entry.reason,
@@ -216,7 +306,12 @@ class CreditsUserAdmin(UserAdmin):
                 "<uuid:user_id>/adjust-credits/",
                 self.admin_site.admin_view(self.adjust_credits_view),
                 name="{}_{}_adjust_credits".format(*info),
-            )
+            ),
+            path(
+                "<uuid:user_id>/freeze/",
+                self.admin_site.admin_view(self.freeze_view),
+                name="{}_{}_freeze".format(*info),
+            ),
         ]
         return custom + super().get_urls()  # before the catch-all "<path:object_id>/"
 
@@ -232,16 +327,80 @@ class CreditsUserAdmin(UserAdmin):
             user_id = UUID(object_id)
         except ValueError:
             user_id = None  # the admin itself answers that no such user exists
-        if (
-            user_id is not None
-            and request.user.has_perm(ADJUST_PERMISSION)
-            and CreditAccount.objects.filter(pk=user_id).exists()  # staff may have none
-        ):
-            extra_context["adjust_credits_url"] = reverse(
-                f"admin:{self.opts.app_label}_{self.opts.model_name}_adjust_credits",
-                args=[user_id],
-            )
+        account = (
+            CreditAccount.objects.filter(pk=user_id).first() if user_id is not None else None
+        )  # None: no such user, or a user from before every user had an account
+        if account is not None and request.user.has_perm(ADJUST_PERMISSION):
+            extra_context["adjust_credits_url"] = self._url("adjust_credits", account.pk)
+        if account is not None and request.user.has_perm(FREEZE_PERMISSION):
+            extra_context["freeze_url"] = self._url("freeze", account.pk)
+            extra_context["frozen"] = account.frozen_at is not None
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def _url(self, name: str, user_id: Any) -> str:
+        return reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_{name}", args=[user_id])
+
+    def freeze_view(self, request: HttpRequest, user_id: UUID) -> HttpResponse:
+        """Freeze an account (the gateway refuses its keys, purchases are refused) or unfreeze
+        a frozen one; either way with a reason, kept in the user's history with who and when
+        (and, for a freeze, on the account, shown on the page and to support)."""
+        if not request.user.has_perm(FREEZE_PERMISSION):
+            raise PermissionDenied
+        user = get_object_or_404(User, pk=user_id)
+        account = get_object_or_404(CreditAccount, pk=user.pk)
+        unfreeze = account.frozen_at is not None
+        form = FreezeForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            reason: str = form.cleaned_data["reason"]
+            if unfreeze:
+                services.account_unfreeze(user_id=user.pk)
+                message = f"Unfroze the account: {reason}"
+            else:
+                services.account_freeze(user_id=user.pk, reason=reason)
+                message = f"Froze the account: {reason}"
+            self.log_change(request, user, message)
+            self.message_user(request, f"{user.email}: {message}", messages.SUCCESS)
+            return HttpResponseRedirect(self._url("change", user.pk))
+        return self._form_page(
+            request,
+            user,
+            form,
+            title=f"{'Unfreeze' if unfreeze else 'Freeze'} the account of {user.email}",
+            intro=(
+                f"Frozen since {_when(account.frozen_at)}: {account.frozen_reason}"
+                if unfreeze
+                else "A frozen account's keys are refused by the gateway (403 account_frozen) "
+                "and it cannot buy credits; its balance is kept."
+            ),
+            submit=("_unfreeze", "Unfreeze") if unfreeze else ("_freeze", "Freeze"),
+        )
+
+    def _form_page(
+        self,
+        request: HttpRequest,
+        user: User,
+        form: Any,
+        *,
+        title: str,
+        submit: tuple[str, str],
+        intro: str = "",
+        **extra: Any,
+    ) -> HttpResponse:
+        """One of the user's staff forms (adjust, freeze) on the admin's layout."""
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "opts": self.opts,
+            "original": user,
+            "form": form,
+            "media": self.media + form.media,
+            "intro": intro,
+            "submit_name": submit[0],
+            "submit_label": submit[1],
+            "change_url": self._url("change", user.pk),
+            **extra,
+        }
+        return TemplateResponse(request, "admin/credits/user/staff_form.html", context)
 
     def adjust_credits_view(self, request: HttpRequest, user_id: UUID) -> HttpResponse:
         if not request.user.has_perm(ADJUST_PERMISSION):
@@ -277,26 +436,15 @@ class CreditsUserAdmin(UserAdmin):
                     f"Adjusted the credits of {user.email} by {amount:+d}.",
                     messages.SUCCESS,
                 )
-                return HttpResponseRedirect(
-                    reverse(
-                        f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
-                        args=[user.pk],
-                    )
-                )
-        figures = services.account_balance(account=account)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Adjust the credits of {user.email}",
-            "opts": self.opts,
-            "original": user,
-            "form": form,
-            "media": self.media + form.media,
-            "balance": figures,
-            "change_url": reverse(
-                f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[user.pk]
-            ),
-        }
-        return TemplateResponse(request, "admin/credits/user/adjust_credits.html", context)
+                return HttpResponseRedirect(self._url("change", user.pk))
+        return self._form_page(
+            request,
+            user,
+            form,
+            title=f"Adjust the credits of {user.email}",
+            submit=("_adjust", "Adjust credits"),
+            balance=services.account_balance(account=account),
+        )
 
 
 admin.site.unregister(User)

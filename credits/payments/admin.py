@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from config.money import money_format
 from credits import services as ledger
 from credits.admin_forms import PackageForm
 from credits.models.payments import Package, Purchase, StripeEvent, StripeEventStatus
@@ -19,8 +20,7 @@ class PackageAdmin(admin.ModelAdmin):
         "slug",
         "name",
         "credits",
-        "price_amount",
-        "currency",
+        "price",
         "validity_months",
         "active",
         "enterprise",
@@ -30,6 +30,10 @@ class PackageAdmin(admin.ModelAdmin):
     form = PackageForm  # Enterprise packages name their customers; currency lower-cased
     autocomplete_fields = ("customers",)  # searched by email: a full list of users won't fit
     prepopulated_fields = {"slug": ("name",)}
+
+    @admin.display(description="price", ordering="price_amount")
+    def price(self, obj: Package) -> str:
+        return money_format(obj.price_amount, obj.currency)
 
 
 class StripeEventInline(admin.TabularInline):
@@ -51,9 +55,8 @@ class PurchaseAdmin(admin.ModelAdmin):
         "user",
         "package",
         "status",
-        "price_amount",
-        "currency",
-        "amount_refunded",
+        "price",
+        "refunded",
         "credits_clawed_back",
         "dispute_status",
         "created_at",
@@ -71,14 +74,15 @@ class PurchaseAdmin(admin.ModelAdmin):
     list_select_related = ("user", "package")
     inlines = [StripeEventInline]
     actions = ["unfreeze_buyers"]
-    # Purchases change only through Stripe events; staff may annotate the reason.
+    # Purchases change only through Stripe events; staff may annotate the reason. Amounts are
+    # shown as money (`$29.99 USD`), not as their minor-unit columns.
+    exclude = ("price_amount", "currency", "amount_paid", "currency_paid", "amount_refunded")
     readonly_fields = (
         "id",
         "user",
         "package",
         "credits",
-        "price_amount",
-        "currency",
+        "price",
         "validity_months",
         "status",
         "idempotency_key",
@@ -88,15 +92,26 @@ class PurchaseAdmin(admin.ModelAdmin):
         "charge_id",
         "dispute_id",
         "dispute_status",
-        "amount_paid",
-        "currency_paid",
+        "paid",
         "paid_at",
         "lot",
-        "amount_refunded",
+        "refunded",
         "credits_clawed_back",
         "created_at",
         "updated_at",
     )
+
+    @admin.display(description="price", ordering="price_amount")
+    def price(self, obj: Purchase) -> str:
+        return money_format(obj.price_amount, obj.currency)
+
+    @admin.display(description="paid")
+    def paid(self, obj: Purchase) -> str:
+        return money_format(obj.amount_paid, obj.currency_paid)
+
+    @admin.display(description="refunded", ordering="amount_refunded")
+    def refunded(self, obj: Purchase) -> str:
+        return money_format(obj.amount_refunded, obj.currency)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

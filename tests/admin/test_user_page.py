@@ -55,9 +55,9 @@ def test_the_user_page_shows_balance_reserved_available_and_live_lots(root: Clie
     clock.advance(timedelta(minutes=2))
 
     html = page_of(root, alice.pk)
-    assert '<td id="credits-balance">5101</td>' in html
+    assert '<td id="credits-balance">5,101</td>' in html
     assert '<td id="credits-reserved">1</td>' in html
-    assert '<td id="credits-available">5100</td>' in html
+    assert '<td id="credits-available">5,100</td>' in html
     assert expiry.strftime("%Y-%m-%d %H:%M:%S UTC") in html
     assert "<td>standard</td>" in html
     assert "<td>signup</td>" in html
