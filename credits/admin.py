@@ -527,7 +527,7 @@ class LedgerEntryAdmin(admin.ModelAdmin):
 
     @admin.display(description="amount", ordering="amount")
     def signed_amount(self, obj: LedgerEntry) -> str:
-        return f"{obj.amount:+d}"
+        return f"{obj.amount:+,d}"
 
     @admin.display(description="reason")
     def short_reason(self, obj: LedgerEntry) -> str:

@@ -60,9 +60,10 @@ def test_a_purchase_shows_price_paid_and_refunded_as_money(root: Client) -> None
     purchase = purchase_of(registered_user(email="buyer@example.com"))
     listing = root.get("/admin/credits/purchase/").content.decode()
     assert '<td class="field-price">$4.99 USD</td>' in listing
-    assert '<td class="field-refunded">$0.00 USD</td>' in listing
+    assert '<td class="field-refunded">$0.00 USD (0)</td>' in listing
     page = root.get(f"/admin/credits/purchase/{purchase.pk}/change/").content.decode()
     assert page.count("$4.99 USD") == 2  # the price and what was paid
+    assert str(purchase.pk) in page
     assert 'name="price_amount"' not in page  # shown, never editable
 
 
