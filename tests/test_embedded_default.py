@@ -44,8 +44,9 @@ def _embedded_env(tmp_path: Path) -> dict[str, str]:
 
 
 class Http:
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, env: dict[str, str]) -> None:
         self.base = base
+        self.env = env  # the server's environment (its SQLite file), for manage.py commands
         self.headers: dict[str, str] = {}
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any, str]:
@@ -100,7 +101,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    http = Http(f"http://127.0.0.1:{port}")
+    http = Http(f"http://127.0.0.1:{port}", env)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -157,6 +158,38 @@ def test_the_embedded_default_walks_register_login_keys_and_revoke(server: Http)
     status, body, _ = server.call("GET", "/api/user/keys")
     assert status == 401
     assert body["error"]["code"] == "authentication_failed"  # the token no longer exists
+
+
+def readme_walk() -> str:
+    """The README's curl walk, as a reader copies it."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- curl-walk:start -->", 1)[1].split("<!-- curl-walk:end -->", 1)[0]
+    return block.strip().removeprefix("```sh").removesuffix("```")
+
+
+def test_the_readmes_curl_walk_runs_as_written(server: Http) -> None:
+    walk = readme_walk()
+    assert "BASE=http://127.0.0.1:8000" in walk
+    # Only where the server listens and which Python runs manage.py differ from a reader's.
+    script = walk.replace("BASE=http://127.0.0.1:8000", f"BASE={server.base}").replace(
+        ".venv/bin/python", sys.executable
+    )
+    out = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=ROOT,
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    printed = out.stdout.splitlines()
+    assert json.loads(printed[0])["user"]["email"] == "ada@example.com"  # registered
+    authorized = json.loads(printed[1])
+    assert (authorized["allowed"], authorized["credits_remaining"]) == (True, 99)
+    assert json.loads(printed[2]) == {"request_id": "req_1", "charged": 1, "credits_remaining": 99}
+    assert printed[3:] == ["99"]
 
 
 def test_the_embedded_default_serves_the_schema_and_static_files_with_debug_off(
