@@ -13,6 +13,7 @@ dashboard does not write on every request.
 """
 
 import importlib
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.sessions.backends.base import SessionBase
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -31,6 +32,8 @@ from config.errors import NotFound
 from config.text import made_storable
 
 from .models import LoginSession, User
+
+logger = logging.getLogger(__name__)
 
 # Keys of our own in a logged-in Django session.
 SESSION_LOGIN_ID = "login_session_id"
@@ -136,14 +139,25 @@ class LoginSessionMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        # After the view, and only when it read the session (a cookie login): the session is
+        # loaded by then, so this costs no query of its own, and a database that is away fails
+        # inside the view, where the API answers 503, not here.
         session = getattr(request, "session", None)
-        login_id = session.get(SESSION_LOGIN_ID) if session is not None else None
-        if login_id and session is not None:
-            now = time.time()
-            if now - float(session.get(SESSION_SEEN_AT, 0)) >= SLIDE_INTERVAL_SECONDS:
-                session[SESSION_SEEN_AT] = now
+        if session is None or not session.accessed:
+            return response
+        try:
+            login_id = session.get(SESSION_LOGIN_ID)
+            if login_id and time.time() - float(session.get(SESSION_SEEN_AT, 0)) >= (
+                SLIDE_INTERVAL_SECONDS
+            ):
+                session[SESSION_SEEN_AT] = time.time()
                 moment = timezone.now()
                 LoginSession.objects.filter(pk=login_id).update(
                     last_used_at=moment, expires_at=moment + login_ttl()
                 )
-        return self.get_response(request)
+        except DatabaseError:
+            # The view already answered (a 503 when it could not load the session either);
+            # the lifetime slides on the next request.
+            logger.warning("login session: the lifetime was not moved on (database error)")
+        return response

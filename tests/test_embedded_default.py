@@ -5,7 +5,6 @@ This runs in the normal suite (and in CI) so that the zero-dependency set-up the
 promises cannot rot unnoticed."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.embedded import embedded_env
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,19 +29,13 @@ def _free_port() -> int:
 
 
 def _embedded_env(tmp_path: Path) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DEBUG"}
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        SQLITE_PATH=str(tmp_path / "db.sqlite3"),
+    return embedded_env(
+        tmp_path,
+        debug=False,
         SECRET_KEY="embedded-default-test-key",
         ALLOWED_HOSTS="127.0.0.1,localhost",
         LOG_LEVEL="WARNING",
     )
-    return env
 
 
 class Http:

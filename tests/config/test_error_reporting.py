@@ -4,10 +4,7 @@ credentials the failing request carried (headers, cookie, body, local variables,
 an ERROR log line)."""
 
 import gzip
-import os
 import socket
-import subprocess
-import sys
 import threading
 import zlib
 from collections.abc import Iterator
@@ -18,8 +15,7 @@ import pytest
 
 from accounts import secrets
 from config.error_reporting import FILTERED, scrub_event, scrub_text
-
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.embedded import embedded_python
 
 API_KEY = secrets.new_secret("sk-kimi-")
 SERVICE_TOKEN = secrets.new_secret("svc-")
@@ -111,26 +107,11 @@ def test_a_reported_error_carries_its_request_id_and_no_credential(
     tmp_path: Path, sentry_receiver: tuple[int, list[bytes]]
 ) -> None:
     port, received = sentry_receiver
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "LOG_FORMAT"}
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DEBUG="1",
-        SQLITE_PATH=str(tmp_path / "db.sqlite3"),
+    out = embedded_python(
+        tmp_path,
+        FAILING_APP,
         SENTRY_DSN=f"http://publickey@127.0.0.1:{port}/1",
         SENTRY_ENVIRONMENT="test",
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", FAILING_APP],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "500"

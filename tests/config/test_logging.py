@@ -6,9 +6,7 @@ default (no broker) logs no broker warning."""
 import io
 import json
 import logging
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +16,10 @@ from django.test import Client
 
 from accounts.service_tokens import service_token_create
 from config import observability
+from tests.embedded import embedded_python
 from tests.gateway.test_wsgi import call as hot_path_call
 
 pytestmark = pytest.mark.django_db
-
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 @pytest.fixture
@@ -119,26 +116,7 @@ def test_runservers_access_line_of_a_4xx_is_dropped_and_others_kept() -> None:
 
 
 def _embedded(tmp_path: Path, script: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "LOG_FORMAT"}
-    }
-    base.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DEBUG="1",
-        SQLITE_PATH=str(tmp_path / "db.sqlite3"),
-        **env,
-    )
-    return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()\n" + script],
-        cwd=ROOT,
-        env=base,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return embedded_python(tmp_path, "import django; django.setup()\n" + script, **env)
 
 
 def test_the_embedded_default_runs_a_task_without_a_broker_warning(tmp_path: Path) -> None:
