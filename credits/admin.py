@@ -154,14 +154,17 @@ class CreditsUserAdmin(UserAdmin):
             )
         else:
             frozen = SafeString("not frozen" if account is not None else "no credit account")
-        # Email verification comes with the accounts work of issue 16; until the user has the
-        # field, the row says so rather than guessing.
+        # Email verification comes with the accounts work of issue 16 (a flag or a moment);
+        # until the user has either field, the row says so rather than guessing.
+        verified_at = getattr(obj, "email_verified_at", None)
         verified = getattr(obj, "email_verified", None)
-        verification = (
-            "not tracked yet"
-            if verified is None
-            else ("verified" if verified else _bad("not verified"))
-        )
+        verification: Any
+        if verified_at is not None:
+            verification = f"verified {_when(verified_at)}"
+        elif verified is None and not hasattr(obj, "email_verified_at"):
+            verification = "not tracked yet"
+        else:
+            verification = "verified" if verified else _bad("not verified")
         keys = ApiKey.objects.filter(user=obj).live()
         key_count = keys.count()
         last_key_use = keys.exclude(last_used_at=None).order_by("-last_used_at").first()

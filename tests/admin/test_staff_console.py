@@ -161,3 +161,16 @@ def test_the_adjust_form_still_adjusts_through_the_shared_staff_form(root: Clien
     form = root.get(f"/admin/accounts/user/{alice.pk}/adjust-credits/").content.decode()
     assert '<strong id="adjust-balance">1,300</strong>' in form
     assert 'name="_adjust" value="Adjust credits"' in form or 'value="Adjust credits"' in form
+
+
+def test_verification_is_shown_once_the_user_model_has_the_field(
+    root: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 16 adds the field; until then a class attribute stands in for it.
+    alice = registered_user(email="alice@example.com")
+    monkeypatch.setattr(User, "email_verified", False, raising=False)
+    assert 'alice@example.com (<span class="glance-bad">not verified</span>)' in page_of(
+        root, alice
+    )
+    monkeypatch.setattr(User, "email_verified", True)
+    assert "alice@example.com (verified)" in page_of(root, alice)
