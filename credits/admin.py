@@ -361,9 +361,7 @@ class CreditsUserAdmin(UserAdmin):
             else:
                 services.account_freeze(user_id=user.pk, reason=reason)
                 message = f"Froze the account: {reason}"
-            self.log_change(request, user, message)
-            self.message_user(request, f"{user.email}: {message}", messages.SUCCESS)
-            return HttpResponseRedirect(self._url("change", user.pk))
+            return self._done(request, user, history=message, message=f"{user.email}: {message}")
         return self._form_page(
             request,
             user,
@@ -377,6 +375,15 @@ class CreditsUserAdmin(UserAdmin):
             ),
             submit=("_unfreeze", "Unfreeze") if unfreeze else ("_freeze", "Freeze"),
         )
+
+    def _done(
+        self, request: HttpRequest, user: User, *, history: str, message: str
+    ) -> HttpResponse:
+        """After a staff form's write: the user's history (who, when, what), a message, and
+        back to the user's page."""
+        self.log_change(request, user, history)
+        self.message_user(request, message, messages.SUCCESS)
+        return HttpResponseRedirect(self._url("change", user.pk))
 
     def _form_page(
         self,
@@ -431,15 +438,12 @@ class CreditsUserAdmin(UserAdmin):
                     "Nothing was written: open the form again for a new one.",
                 )
             else:
-                self.log_change(
-                    request, user, f"Adjusted credits by {amount:+d}: {form.cleaned_data['reason']}"
-                )
-                self.message_user(
+                return self._done(
                     request,
-                    f"Adjusted the credits of {user.email} by {amount:+d}.",
-                    messages.SUCCESS,
+                    user,
+                    history=f"Adjusted credits by {amount:+d}: {form.cleaned_data['reason']}",
+                    message=f"Adjusted the credits of {user.email} by {amount:+d}.",
                 )
-                return HttpResponseRedirect(self._url("change", user.pk))
         return self._form_page(
             request,
             user,
