@@ -85,17 +85,18 @@ def credential_misdirected(raw: str, *, api_key_accepted: bool) -> tuple[str, st
 
 class MisdirectedCredentialAuthentication(BaseAuthentication):
     """Last of the user API's classes: a request whose `Bearer` or `X-API-Key` credential no
-    earlier class took gets a 401 saying what to send instead, rather than DRF's "credentials
-    were not provided" (which reads as if the header had been lost)."""
+    earlier class took is noted (`request.credential_hint`), and if the view then refuses it as
+    unauthenticated, `config.errors` answers with what to send instead rather than DRF's
+    "credentials were not provided" (which reads as if the header had been lost). It never
+    refuses by itself: a public endpoint (packages, the schema) still answers such a request."""
 
     def authenticate(self, request: Request) -> None:
         raw = api_key_from_request(request._request)
         if raw is not None:
             misdirected = credential_misdirected(raw, api_key_accepted=False)
             if misdirected is not None:
-                code, message = misdirected
-                raise exceptions.AuthenticationFailed(message, code=code)
-        return None  # nothing to say: DRF's own 401 (not_authenticated)
+                request._request.credential_hint = misdirected  # type: ignore[attr-defined]
+        return None
 
     def authenticate_header(self, request: Request) -> str:
         return "Token"

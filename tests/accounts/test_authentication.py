@@ -186,6 +186,14 @@ class TestAMisdirectedCredentialIsToldWhatToSendInstead:
             assert error["code"] == "service_token_not_accepted", path
             assert "/internal/v1/" in error["message"]
 
+    def test_a_public_endpoint_still_answers_a_request_carrying_a_key(
+        self, client: Client, token: tuple[ServiceToken, str]
+    ) -> None:
+        _, raw = api_key_create(user=UserFactory.create(), name="k")
+        for credential in (raw, token[1], "9f" * 32):
+            response = client.get("/api/packages", HTTP_AUTHORIZATION=f"Bearer {credential}")
+            assert response.status_code == 200, credential
+
     def test_nothing_or_a_made_up_value_keeps_the_generic_answers(self, client: Client) -> None:
         assert client.get("/api/user/keys").json()["error"]["code"] == "not_authenticated"
         made_up = client.get("/api/user/keys", HTTP_AUTHORIZATION="Bearer nonsense")
