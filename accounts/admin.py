@@ -60,10 +60,11 @@ class UserPanel:
     """A part of the admin's user page that another app contributes.
 
     `fields` are read-only displays (functions of the user, decorated with `@admin.display`),
-    shown in a section of their own titled `title`, or with the user's own fields when `title`
-    is None. `list_display` adds columns to the user list (`list_select_related` the relations
-    they read); `urls` adds views under the user admin; `object_tools` gives the links shown
-    above a user's page, as `(element id, label, url)`."""
+    shown in a section of their own titled `title` (above the user's own fields when `first`,
+    else right after them), or with the user's own fields when `title` is None.
+    `list_display` adds columns to the user list (`list_select_related` the relations they
+    read); `urls` adds views under the user admin; `object_tools` gives the links shown above a
+    user's page, as `(element id, label, url)`."""
 
     name: str
     title: str | None = None
@@ -72,6 +73,7 @@ class UserPanel:
     list_select_related: tuple[str, ...] = ()
     urls: "Callable[[admin.ModelAdmin[User]], list[URLPattern]] | None" = None
     object_tools: Callable[[HttpRequest, str], list[tuple[str, str, str]]] | None = None
+    first: bool = False
 
 
 _PANELS: dict[str, UserPanel] = {}
@@ -186,12 +188,18 @@ class UserAdmin(DjangoUserAdmin):
         own, *rest = self.fieldsets
         joined = [d.__name__ for p in _PANELS.values() if p.title is None for d in p.fields]
         sections = [
-            (panel.title, {"fields": tuple(d.__name__ for d in panel.fields)})
+            (panel, (panel.title, {"fields": tuple(d.__name__ for d in panel.fields)}))
             for panel in _PANELS.values()
             if panel.title is not None and panel.fields
         ]
-        # The panels' sections right after who the user is: what staff open the page for.
-        return [(own[0], {**own[1], "fields": (*own[1]["fields"], *joined)}), *sections, *rest]
+        # The panels' sections right after who the user is (what staff open the page for), or
+        # above it for the few a panel puts first.
+        return [
+            *(section for panel, section in sections if panel.first),
+            (own[0], {**own[1], "fields": (*own[1]["fields"], *joined)}),
+            *(section for panel, section in sections if not panel.first),
+            *rest,
+        ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         names = [d.__name__ for panel in _PANELS.values() for d in panel.fields]

@@ -6,7 +6,7 @@ Views only validate input, call one service and serialize the result."""
 
 from typing import Any
 
-from django.contrib.auth import authenticate, login, logout, update_session_auth_hash
+from django.contrib.auth import authenticate, logout
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from knox.models import AuthToken
 from rest_framework import status
@@ -18,6 +18,14 @@ from rest_framework.views import APIView
 from config.errors import ApplicationError, error_responses
 
 from . import serializers as s
+from .login_sessions import (
+    login_session_current,
+    login_session_end,
+    login_session_end_by_id,
+    login_session_password_changed,
+    login_session_start,
+    login_sessions_live,
+)
 from .models import ApiKey, User
 from .services import (
     api_key_create,
@@ -108,8 +116,11 @@ class LoginApi(_AnonymousApi):
         )
         if user is None:  # unknown email, wrong password and inactive user look alike
             raise ApplicationError("Email or password is incorrect.", code="invalid_credentials")
-        _, token = AuthToken.objects.create(user)  # knox stores only a digest of `token`
-        login(request._request, user)
+        # knox stores only a digest of the token; a browser login gets none (see
+        # accounts.login_sessions).
+        _, token = login_session_start(
+            request=request._request, user=user, with_token=not data["session_only"]
+        )
         return Response({"token": token, "user": s.UserSerializer(user).data})
 
 
@@ -119,10 +130,13 @@ class LogoutApi(APIView):
         request=None,
         responses={204: OpenApiResponse(description="Logged out."), **error_responses(401)},
         tags=["accounts"],
-        summary="End this login: its token and the session.",
+        summary="End this login: its token and its session cookie, whichever one is sent.",
     )
     def post(self, request: Request) -> Response:
-        if isinstance(request.auth, AuthToken):
+        current = login_session_current(request=request._request, auth=request.auth)
+        if current is not None:
+            login_session_end(login_session=current)
+        elif isinstance(request.auth, AuthToken):
             request.auth.delete()
         logout(request._request)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -231,10 +245,11 @@ class PasswordChangeApi(APIView):
             current_password=data["current_password"],
             new_password=data["new_password"],
             keep_token=request.auth if isinstance(request.auth, AuthToken) else None,
+            keep_login=login_session_current(request=request._request, auth=request.auth),
         )
-        # The hash change ends every session; this one carries on with the new hash.
+        # The hash change ends every session; this login's carries on with the new hash.
         if request.session.session_key:
-            update_session_auth_hash(request._request, user)
+            login_session_password_changed(request=request._request, user=user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -292,6 +307,36 @@ class EmailChangeApi(APIView):
         data = _valid(s.EmailChangeInputSerializer, request)
         email_change_request(user=_user(request), email=data["email"], password=data["password"])
         return Response({}, status=status.HTTP_202_ACCEPTED)
+
+
+class LoginSessionsApi(APIView):
+    @extend_schema(
+        operation_id="user_sessions_list",
+        responses={200: s.LoginSessionSerializer(many=True), **error_responses(401)},
+        tags=["accounts"],
+        summary="The user's live logins (tokens and browser sessions), most recent use first.",
+    )
+    def get(self, request: Request) -> Response:
+        current = login_session_current(request=request._request, auth=request.auth)
+        rows = login_sessions_live(user=_user(request))
+        context = {"current_id": current.pk if current else None}
+        return Response(s.LoginSessionSerializer(rows, many=True, context=context).data)
+
+
+class LoginSessionDetailApi(APIView):
+    @extend_schema(
+        operation_id="user_sessions_end",
+        request=None,
+        responses={
+            204: OpenApiResponse(description="Ended: its token and its cookie stop working."),
+            **error_responses(401, 404, s404="session_not_found: no such login of this user"),
+        },
+        tags=["accounts"],
+        summary="End one login (this one too: that is a logout).",
+    )
+    def delete(self, request: Request, session_id: str) -> Response:
+        login_session_end_by_id(user=_user(request), login_session_id=session_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class ApiKeysApi(APIView):

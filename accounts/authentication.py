@@ -20,6 +20,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from .api_keys import api_key_from_request, api_key_resolve, bearer_credentials
+from .login_tokens import credential_misdirected
 from .models import ApiKey, User
 from .service_tokens import service_token_verify
 
@@ -35,6 +36,10 @@ class ApiKeyAuthentication(BaseAuthentication):
         raw = api_key_from_request(request._request)
         if raw is None:
             return None  # no key: let the next class (knox, session) try
+        misdirected = credential_misdirected(raw, api_key_accepted=True)
+        if misdirected is not None:
+            code, message = misdirected
+            raise exceptions.AuthenticationFailed(message, code=code)
         key = api_key_resolve(raw)
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")

@@ -23,6 +23,7 @@ import unicodedata
 import uuid
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
 from django.utils import timezone
@@ -266,3 +267,32 @@ class OutboundEmail(models.Model):
 
     def __str__(self) -> str:
         return f"{self.template or self.subject} to {self.to} ({self.status})"
+
+
+class LoginSession(models.Model):
+    """One login, as the user sees it in `GET /api/user/sessions`: the login token it issued
+    (knox's row; None for a browser login, which gets no token), the Django session its cookie
+    names ("" when none, or once it was replaced), or both when an API login set the cookie
+    too. Ending it ends both halves; a logout by either half ends the other as well.
+
+    `last_used_at` and `expires_at` slide: knox renews a token's expiry on use (AUTO_REFRESH),
+    `accounts.login_sessions.LoginSessionMiddleware` renews a cookie's; either writes at most
+    once a minute per login."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="login_sessions")
+    # CASCADE: knox deletes an expired token when it meets it; its login goes with it.
+    auth_token = models.OneToOneField(
+        settings.KNOX_TOKEN_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    session_key = models.CharField(max_length=40, blank=True, db_index=True)
+    user_agent = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "expires_at"], name="loginsession_user_live")]
+
+    def __str__(self) -> str:
+        return f"login of {self.user_id} at {self.created_at:%Y-%m-%d %H:%M:%S} UTC"

@@ -6,7 +6,7 @@ from rest_framework import serializers
 
 from config.fields import RFC3339Field
 
-from .models import ApiKey, User
+from .models import ApiKey, LoginSession, User
 
 
 class UserSerializer(serializers.ModelSerializer[User]):
@@ -49,6 +49,11 @@ class RegisterInputSerializer(serializers.Serializer[Any]):
 class LoginInputSerializer(serializers.Serializer[Any]):
     email = serializers.CharField(max_length=254)
     password = serializers.CharField(max_length=256, trim_whitespace=False)
+    session_only = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="true: a browser login, the session cookie only (no token is issued).",
+    )
 
 
 class TokenInputSerializer(serializers.Serializer[Any]):
@@ -84,9 +89,43 @@ class EmptySerializer(serializers.Serializer[Any]):
 
 class LoginOutputSerializer(serializers.Serializer[Any]):
     token = serializers.CharField(
-        help_text="Send as `Authorization: Token TOKEN`; valid until logout."
+        allow_null=True,
+        help_text="Send as `Authorization: Token TOKEN`; valid until logout or LOGIN_TTL_DAYS "
+        "(30) after its last use. null for a `session_only` login.",
     )
     user = UserSerializer()
+
+
+class LoginSessionSerializer(serializers.ModelSerializer[LoginSession]):
+    token = serializers.SerializerMethodField(help_text="This login issued a login token.")
+    cookie = serializers.SerializerMethodField(help_text="This login has a session cookie.")
+    current = serializers.SerializerMethodField(help_text="The login this request came with.")
+    created_at = RFC3339Field()
+    last_used_at = RFC3339Field(help_text="Accurate to a minute.")
+    expires_at = RFC3339Field()
+
+    class Meta:
+        model = LoginSession
+        fields = (
+            "id",
+            "token",
+            "cookie",
+            "current",
+            "user_agent",
+            "created_at",
+            "last_used_at",
+            "expires_at",
+        )
+        read_only_fields = fields
+
+    def get_token(self, obj: LoginSession) -> bool:
+        return obj.auth_token_id is not None
+
+    def get_cookie(self, obj: LoginSession) -> bool:
+        return bool(obj.session_key)
+
+    def get_current(self, obj: LoginSession) -> bool:
+        return obj.pk == self.context.get("current_id")
 
 
 class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):

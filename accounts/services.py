@@ -25,9 +25,11 @@ from knox.models import AuthToken
 from config.errors import ApplicationError, NotFound
 
 from . import secrets
+from .login_sessions import login_sessions_end_all
 from .mail import email_enqueue, email_render
 from .models import (
     ApiKey,
+    LoginSession,
     MailboxClaim,
     OutboundEmail,
     OutboundEmailStatus,
@@ -253,8 +255,9 @@ def password_reset_message(to: str) -> tuple[str, str, str] | None:
 
 
 def password_reset_confirm(*, token: str, password: str) -> User:
-    """Set a new password from a reset link. Ends every login token (sessions end because the
-    password hash changed); API keys keep working. The link is void afterwards, like every
+    """Set a new password from a reset link. Ends every login, token and cookie (sessions would
+    end anyway, the password hash changed), so that none is listed any more; API keys keep
+    working. The link is void afterwards, like every
     reset link issued before."""
     user = token_read(purpose="password_reset", token=token).user
     _password_check(password, user=user)
@@ -265,25 +268,28 @@ def password_reset_confirm(*, token: str, password: str) -> User:
         user = token_read(purpose="password_reset", token=token).user
         user.set_password(password)
         user.save(update_fields=["password"])
-        AuthToken.objects.filter(user=user).delete()
+        login_sessions_end_all(user=user)
     return user
 
 
 def password_change(
-    *, user: User, current_password: str, new_password: str, keep_token: AuthToken | None
+    *,
+    user: User,
+    current_password: str,
+    new_password: str,
+    keep_token: AuthToken | None,
+    keep_login: LoginSession | None = None,
 ) -> User:
-    """Change a password knowing the current one. Every other login token ends (sessions too,
-    by the hash change; the view keeps the caller's own session)."""
+    """Change a password knowing the current one. Every other login ends, token and cookie
+    (`accounts.login_sessions`); the caller's own (`keep_login`, `keep_token`) carries on, its
+    session with the new hash (the view's `login_session_password_changed`)."""
     _password_confirm(user, current_password, field="current_password")
     _password_check(new_password, user=user, field="new_password")
     with transaction.atomic(durable=True):
         user = User.objects.select_for_update().get(pk=user.pk)
         user.set_password(new_password)
         user.save(update_fields=["password"])
-        others = AuthToken.objects.filter(user=user)
-        if keep_token is not None:
-            others = others.exclude(digest=keep_token.digest)
-        others.delete()
+        login_sessions_end_all(user=user, keep=keep_login, keep_token=keep_token)
     return user
 
 
@@ -301,15 +307,15 @@ def user_delete(*, user: User, password: str) -> None:
 
 
 def user_deactivate(*, user: User) -> None:
-    """Staff: the account can no longer log in; its login tokens end. Reversible (is_active)."""
+    """Staff: the account can no longer log in; its logins end. Reversible (is_active)."""
     with transaction.atomic(durable=True):
         User.objects.filter(pk=user.pk).update(is_active=False)
-        AuthToken.objects.filter(user_id=user.pk).delete()
+        login_sessions_end_all(user=user)
 
 
 def user_anonymise(*, user: User) -> None:
-    """Delete an account as far as the books allow: keys revoked, login tokens ended (and
-    sessions, by the unusable password), the balance forfeited (receivers of `user_deleted`),
+    """Delete an account as far as the books allow: keys revoked, logins ended (tokens,
+    cookies' sessions and their rows), the balance forfeited (receivers of `user_deleted`),
     every personal field replaced by a placeholder, mail to the address erased. The row stays:
     the ledger, usage and purchases name it. The mailbox's claim stays too (it names no one),
     so the address can register again, without a second signup grant."""
@@ -319,7 +325,7 @@ def user_anonymise(*, user: User) -> None:
             return
         now = timezone.now()
         ApiKey.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=now)
-        AuthToken.objects.filter(user=user).delete()
+        login_sessions_end_all(user=user)
         user_deleted.send(sender=User, user=user)
         addresses = [a for a in (user.email, user.pending_email) if a]
         OutboundEmail.objects.filter(to__in=addresses).exclude(

@@ -23,6 +23,12 @@ urlpatterns = [
     path("auth/password", apis.PasswordChangeApi.as_view(), name="auth-password"),
     path("user", apis.UserApi.as_view(), name="user"),
     path("user/email", apis.EmailChangeApi.as_view(), name="user-email"),
+    path("user/sessions", apis.LoginSessionsApi.as_view(), name="user-sessions"),
+    path(
+        "user/sessions/<str:session_id>",
+        apis.LoginSessionDetailApi.as_view(),
+        name="user-session-detail",
+    ),
     path("user/keys", apis.ApiKeysApi.as_view(), name="user-keys"),
     path("user/keys/<str:key_id>", apis.ApiKeyDetailApi.as_view(), name="user-key-detail"),
 ]

@@ -121,6 +121,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             message = f"{field}: {message}"
         response.data = error_body(code, message, field)
         return response
+    hint = getattr(getattr(context.get("request"), "_request", None), "credential_hint", None)
+    if isinstance(exc, exceptions.NotAuthenticated) and hint is not None:
+        # A credential was sent to the wrong place (accounts.login_tokens): say what to send.
+        response.data = error_body(*hint)
+        return response
     code = next((c for cls, c in _STATUS_CODES.items() if isinstance(exc, cls)), "error")
     detail = getattr(exc, "detail", str(exc))
     # A specific code given where the exception is raised (`AuthenticationFailed(msg,

@@ -35,6 +35,7 @@ import re
 import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
+from http import HTTPStatus
 from typing import Any
 
 from django.db import DatabaseError
@@ -59,9 +60,35 @@ def bind_request_id(value: str) -> None:
 
 
 class RequestIdFilter(logging.Filter):
+    """Copies the request id onto the record. django.request writes its 4xx/5xx line after the
+    middleware has returned (the context variable is reset by then), so a record that carries
+    its request takes the id from it (`RequestIdMiddleware` sets `request.request_id`)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id.get()
+        bound = getattr(getattr(record, "request", None), "request_id", None)
+        record.request_id = bound if isinstance(bound, str) else request_id.get()
         return True
+
+
+class OneLinePer4xxFilter(logging.Filter):
+    """runserver's access line of a 4xx repeats the line django.request wrote for it (a
+    gateway 4xx: `log_gateway_4xx`); one line per 4xx is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "django.server":
+            return True
+        status = getattr(record, "status_code", 0)
+        return not (isinstance(status, int) and 400 <= status < 500)
+
+
+_request_logger = logging.getLogger("django.request")
+
+
+def log_gateway_4xx(status: int, path: str, code: str) -> None:
+    """The one log line of an internal API call answered 4xx, in django.request's words, with
+    the gateway's request id (the caller's view marks its response logged, so Django does not
+    write a second one)."""
+    _request_logger.warning("%s: %s (%s)", HTTPStatus(status).phrase, path, code)
 
 
 class RequestIdMiddleware:
@@ -74,6 +101,8 @@ class RequestIdMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         incoming = request.headers.get("X-Request-ID", "")
         value = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        # Read by RequestIdFilter for django.request's lines, written after this returns.
+        request.request_id = value  # type: ignore[attr-defined]
         token = request_id.set(value)
         try:
             response = self.get_response(request)

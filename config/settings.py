@@ -8,12 +8,14 @@ local-memory caches and Celery tasks run eagerly. Each of `DATABASE_URL`, `REDIS
 import os
 import re
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 import dj_email_url
 from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
+from pythonjsonlogger.core import RESERVED_ATTRS as JSON_LOG_RESERVED_ATTRS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -100,6 +102,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.login_sessions.LoginSessionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -111,7 +114,8 @@ AUTH_USER_MODEL = "accounts.User"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # The admin's base_site.html (its layout rules), found before the admin's own.
+        "DIRS": [BASE_DIR / "config" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -172,11 +176,18 @@ else:
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "") or REDIS_URL
 # Without a broker the embedded default runs tasks in-process, right after the caller commits.
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+if CELERY_TASK_ALWAYS_EAGER:
+    # Nothing is ever sent; an empty URL made kombu warn "No hostname was supplied" on the
+    # first task of every process.
+    CELERY_BROKER_URL = "memory://localhost/"
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True  # a worker killed mid-task gets it redelivered: tasks are idempotent
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Workers log through settings.LOGGING (one format, the request id field on every line) rather
+# than replacing the root logger's handlers with Celery's own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "credits-sweep": {"task": "credits.tasks.sweep_expired", "schedule": 60.0},
@@ -200,6 +211,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.login_tokens.LoginTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
+        # Last: a 401 that names what to send instead of a misdirected credential.
+        "accounts.login_tokens.MisdirectedCredentialAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -220,11 +233,21 @@ REST_FRAMEWORK = {
     },
 }
 
+# Login tokens (and browser sessions) last LOGIN_TTL_DAYS after their last use: each use moves
+# the expiry on (knox's AUTO_REFRESH, at most one write a minute; the cookie's is moved by
+# accounts.login_sessions.LoginSessionMiddleware the same way).
+LOGIN_TTL_DAYS = env_int("LOGIN_TTL_DAYS", 30)
+if LOGIN_TTL_DAYS < 1:
+    raise ImproperlyConfigured(f"LOGIN_TTL_DAYS must be at least 1, got {LOGIN_TTL_DAYS}")
 REST_KNOX = {
-    "TOKEN_TTL": None,
-    "AUTO_REFRESH": False,
+    "TOKEN_TTL": timedelta(days=LOGIN_TTL_DAYS),
+    "AUTO_REFRESH": True,
+    "MIN_REFRESH_INTERVAL": 60,
     "AUTH_HEADER_PREFIX": "Token",
 }
+# knox's own token model, named so that accounts.LoginSession can point at it.
+KNOX_TOKEN_MODEL = "knox.AuthToken"  # noqa: S105  (a model name, not a secret)
+SESSION_COOKIE_AGE = LOGIN_TTL_DAYS * 24 * 3600
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Kimi K2 billing service",
@@ -295,6 +318,10 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# The admin's formats (config/formats/en): times as `2026-11-25 07:00:00 UTC`, numbers with
+# thousands separators. The APIs are JSON and never localized.
+FORMAT_MODULE_PATH = ["config.formats"]
+USE_THOUSAND_SEPARATOR = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
@@ -316,23 +343,55 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_MANIFEST_STRICT = False
 
-# key=value lines with the request id on each (config/observability.py).
+# One line per record on stderr, with the request id on each (config/observability.py):
+# `key=value` text by default, or one JSON object per line (`LOG_FORMAT=json`, through
+# python-json-logger) for log collectors. Django's own loggers go through the same handler
+# (their default console handler would print a second, id-less copy of each 4xx line), and so
+# does runserver's access log, less its 4xx lines (django.request already wrote one).
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "").strip().lower() or "plain"
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json', got {LOG_FORMAT!r}")
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "config.observability.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "config.observability.RequestIdFilter"},
+        "one_line_per_4xx": {"()": "config.observability.OneLinePer4xxFilter"},
+    },
     "formatters": {
         "plain": {
             "format": "%(asctime)s level=%(levelname)s logger=%(name)s "
             "request_id=%(request_id)s %(message)s"
         },
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            # django.request's `request` (and runserver's socket) are objects, not fields.
+            "reserved_attrs": [*JSON_LOG_RESERVED_ATTRS, "request", "server_time"],
+        },
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
-            "filters": ["request_id"],
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id", "one_line_per_4xx"],
         }
     },
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        "django.server": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+    },
 }
+
+# Optional error reporting (config/error_reporting.py): credentials are scrubbed before
+# anything leaves the process.
+SENTRY_DSN = os.environ.get("SENTRY_DSN", "")
+if SENTRY_DSN:
+    from config.error_reporting import error_reporting_init
+
+    error_reporting_init(
+        dsn=SENTRY_DSN, environment=os.environ.get("SENTRY_ENVIRONMENT", "production")
+    )

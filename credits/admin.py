@@ -1,9 +1,11 @@
 """Admin registrations of the credits app, one module per concern.
 
-- the credits panel of the user page (registered with `accounts.admin.user_panel_register`,
-  because accounts may not import credits): balance, reserved and available credits, live
-  lots, recent ledger entries, and the "Adjust credits" form for staff holding
-  `credits.adjust_credits`;
+- the panels of the user page (registered with `accounts.admin.user_panel_register`, because
+  accounts may not import credits): "At a glance" (account, freeze, verification, keys and
+  logins, then the live logins), and "Credits" (balance, reserved and available credits, live
+  lots, recent ledger entries), with the "Adjust credits" form for staff holding
+  `credits.adjust_credits` and the "Freeze account" / "Unfreeze account" form for staff holding
+  `credits.freeze_accounts`;
 - ledger entries: read-only for everyone, superusers included (the table is append-only);
 - the credit settings;
 - the index page's figures of the day (`templates/admin/credits/index.html`).
@@ -14,6 +16,7 @@ Tiers are in `credits/gateway/admin.py`; packages, purchases and Stripe events i
 Every credit movement made here goes through `credits.services`; nothing writes ledger rows.
 """
 
+from datetime import UTC
 from typing import Any
 from uuid import UUID
 
@@ -24,30 +27,48 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from accounts.admin import UserPanel, user_panel_register
-from accounts.models import User, normalize_email
+from accounts.login_sessions import login_sessions_live
+from accounts.models import ApiKey, User, normalize_email
 from config.text import storable
 
 from . import services
-from .admin_forms import AdjustCreditsForm
+from .admin_forms import AdjustCreditsForm, FreezeForm
 from .errors import IdempotencyConflict, InsufficientCredits, LedgerLimitExceeded
 from .models import CreditAccount, CreditSettings, LedgerEntry
 
 ADJUST_PERMISSION = "credits.adjust_credits"
+FREEZE_PERMISSION = "credits.freeze_accounts"
 RECENT_ENTRIES = 20
 
 # The index page shows today's credits sold, consumed and expired (see credits_admin tags).
 admin.site.index_template = "admin/credits/index.html"
 admin.site.site_header = "Kimi billing administration"
 admin.site.site_title = "Kimi billing admin"
+# The app list in a sidebar repeats the index and takes 300 px from every list: without it, the
+# ledger's and purchases' columns fit a 1,400-px screen unclipped (tests/admin/test_browser.py).
+admin.site.enable_nav_sidebar = False
 
 
 def _when(moment: Any) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment is not None else "never"
+    """A moment as every admin page shows one (config/formats: `2026-11-25 07:00:00 UTC`)."""
+    if moment is None:
+        return "never"
+    return date_format(timezone.localtime(moment, UTC), "DATETIME_FORMAT")
+
+
+def _n(number: int) -> str:
+    return f"{number:,}"
+
+
+def _bad(text: str) -> SafeString:
+    return format_html('<span class="glance-bad">{}</span>', text)
 
 
 def _table(headers: tuple[str, ...], rows: list[tuple[Any, ...]], empty: str) -> SafeString:
@@ -74,6 +95,81 @@ def _account(obj: User) -> CreditAccount | None:
     # without an account (staff created with createsuperuser, say).
     account: CreditAccount | None = getattr(obj, "credit_account", None)
     return account
+
+
+# --- the glance panel: what support asks first -----------------------------------------------
+
+
+@admin.display(description="status")
+def at_a_glance(obj: User) -> SafeString:
+    """Can this user log in and call the API, is the account frozen, is the address verified."""
+    account = _account(obj)
+    if account is not None and account.frozen_at is not None:
+        frozen = format_html(
+            "{} since {}: {}", _bad("frozen"), _when(account.frozen_at), account.frozen_reason
+        )
+    else:
+        frozen = SafeString("not frozen" if account is not None else "no credit account")
+    if obj.deleted_at is not None:
+        status = format_html("{} {}", _bad("deleted"), _when(obj.deleted_at))
+    else:
+        status = SafeString("active") if obj.is_active else _bad("deactivated")
+    # The moment of the address's verification (issue 16: `email_verified_at`).
+    verification: Any = (
+        f"verified {_when(obj.email_verified_at)}"
+        if obj.email_verified_at is not None
+        else _bad("not verified")
+    )
+    keys = ApiKey.objects.filter(user=obj).live()
+    key_count = keys.count()
+    last_key_use = keys.exclude(last_used_at=None).order_by("-last_used_at").first()
+    sessions = login_sessions_live(user=obj)
+    rows = (
+        ("Account", status),
+        ("Frozen", frozen),
+        ("Email", format_html("{} ({})", obj.email, verification)),
+        (
+            "API keys",
+            format_html(
+                "{} live, last used {}",
+                _n(key_count),
+                _when(last_key_use.last_used_at) if last_key_use else "never",
+            ),
+        ),
+        ("Logins", format_html("{} live", _n(sessions.count()))),
+    )
+    return format_html(
+        '<table class="credits-table" id="at-a-glance"><tbody>{}</tbody></table>',
+        format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),
+    )
+
+
+@admin.display(description="live logins")
+def login_sessions(obj: User) -> SafeString:
+    rows = [
+        (
+            _when(session.created_at),
+            _when(session.last_used_at),
+            _when(session.expires_at),
+            " + ".join(
+                kind
+                for kind, present in (
+                    ("token", session.auth_token_id is not None),
+                    ("browser cookie", bool(session.session_key)),
+                )
+                if present
+            ),
+            Truncator(session.user_agent).chars(60) or "\u2013",
+        )
+        for session in login_sessions_live(user=obj)[:RECENT_ENTRIES]
+    ]
+    return format_html(
+        '<div id="login-sessions">{}</div>',
+        _table(("logged in", "last used", "expires", "with", "client"), rows, "No live logins"),
+    )
+
+
+# --- the credits panel -----------------------------------------------------------------------
 
 
 @admin.display(description="balance", ordering="credit_account__balance")
@@ -108,10 +204,10 @@ def credits_summary(obj: User) -> SafeString:
         '<tr><th>Consumed (all time)</th><td id="credits-consumed">{}</td></tr>'
         "</tbody></table>",
         frozen,
-        figures.balance,
-        figures.reserved,
-        figures.available,
-        account.consumed,
+        _n(figures.balance),
+        _n(figures.reserved),
+        _n(figures.available),
+        _n(account.consumed),
     )
 
 
@@ -124,9 +220,9 @@ def live_lots(obj: User) -> SafeString:
         (
             lot.source,
             lot.package or "\u2013",
-            lot.granted,
-            lot.remaining,
-            lot.reserved,
+            _n(lot.granted),
+            _n(lot.remaining),
+            _n(lot.reserved),
             _when(lot.expires_at),
             _when(lot.created_at),
         )
@@ -153,8 +249,8 @@ def recent_entries(obj: User) -> SafeString:
         (
             _when(entry.created_at),
             entry.kind,
-            f"{entry.amount:+d}",
-            entry.balance_after,
+            f"{entry.amount:+,d}",
+            _n(entry.balance_after),
             entry.lot.source,
             entry.reference,
             entry.reason,
@@ -175,36 +271,97 @@ def recent_entries(obj: User) -> SafeString:
     return format_html('<div id="recent-entries">{}</div>{}', table, link)
 
 
-# --- the adjust form: its own view, its own permission ---------------------------------------
+# --- the staff forms (adjust, freeze): their own views, their own permissions ----------------
 
 ADJUST_URL_NAME = "accounts_user_adjust_credits"
+FREEZE_URL_NAME = "accounts_user_freeze"
 
 
-def _adjust_urls(model_admin: "admin.ModelAdmin[User]") -> list[URLPattern]:
-    def view(request: HttpRequest, user_id: UUID) -> HttpResponse:
+def _staff_urls(model_admin: "admin.ModelAdmin[User]") -> list[URLPattern]:
+    def adjust(request: HttpRequest, user_id: UUID) -> HttpResponse:
         return adjust_credits_view(model_admin, request, user_id)
+
+    def freeze(request: HttpRequest, user_id: UUID) -> HttpResponse:
+        return freeze_view(model_admin, request, user_id)
 
     return [
         path(
             "<uuid:user_id>/adjust-credits/",
-            model_admin.admin_site.admin_view(view),
+            model_admin.admin_site.admin_view(adjust),
             name=ADJUST_URL_NAME,
-        )
+        ),
+        path(
+            "<uuid:user_id>/freeze/",
+            model_admin.admin_site.admin_view(freeze),
+            name=FREEZE_URL_NAME,
+        ),
     ]
 
 
-def _adjust_tools(request: HttpRequest, object_id: str) -> list[tuple[str, str, str]]:
+def _staff_tools(request: HttpRequest, object_id: str) -> list[tuple[str, str, str]]:
     try:
         user_id = UUID(object_id)
     except ValueError:
         return []  # the admin itself answers that no such user exists
-    if (
-        not request.user.has_perm(ADJUST_PERMISSION)
-        or not CreditAccount.objects.filter(pk=user_id).exists()  # staff may have none
-    ):
+    may_adjust = request.user.has_perm(ADJUST_PERMISSION)
+    may_freeze = request.user.has_perm(FREEZE_PERMISSION)
+    if not (may_adjust or may_freeze):
         return []
-    url = reverse(f"admin:{ADJUST_URL_NAME}", args=[user_id])
-    return [("adjust-credits-link", "Adjust credits", url)]
+    # None: no such user, or a user from before every user had an account.
+    account = CreditAccount.objects.filter(pk=user_id).first()
+    if account is None:
+        return []
+    tools = []
+    if may_adjust:
+        url = reverse(f"admin:{ADJUST_URL_NAME}", args=[user_id])
+        tools.append(("adjust-credits-link", "Adjust credits", url))
+    if may_freeze:
+        label = "Unfreeze account" if account.frozen_at is not None else "Freeze account"
+        tools.append(("freeze-link", label, reverse(f"admin:{FREEZE_URL_NAME}", args=[user_id])))
+    return tools
+
+
+def _done(
+    model_admin: "admin.ModelAdmin[User]",
+    request: HttpRequest,
+    user: User,
+    *,
+    history: str,
+    message: str,
+) -> HttpResponse:
+    """After a staff form's write: the user's history (who, when, what), a message, and back to
+    the user's page."""
+    model_admin.log_change(request, user, history)
+    model_admin.message_user(request, message, messages.SUCCESS)
+    return HttpResponseRedirect(reverse("admin:accounts_user_change", args=[user.pk]))
+
+
+def _form_page(
+    model_admin: "admin.ModelAdmin[User]",
+    request: HttpRequest,
+    user: User,
+    form: Any,
+    *,
+    title: str,
+    submit: tuple[str, str],
+    intro: str = "",
+    **extra: Any,
+) -> HttpResponse:
+    """One of the user's staff forms (adjust, freeze) on the admin's layout."""
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": title,
+        "opts": model_admin.opts,
+        "original": user,
+        "form": form,
+        "media": model_admin.media + form.media,
+        "intro": intro,
+        "submit_name": submit[0],
+        "submit_label": submit[1],
+        "change_url": reverse("admin:accounts_user_change", args=[user.pk]),
+        **extra,
+    }
+    return TemplateResponse(request, "admin/credits/user/staff_form.html", context)
 
 
 def adjust_credits_view(
@@ -214,7 +371,6 @@ def adjust_credits_view(
         raise PermissionDenied
     user = get_object_or_404(User, pk=user_id)
     account = get_object_or_404(CreditAccount, pk=user.pk)
-    change_url = reverse("admin:accounts_user_change", args=[user.pk])
     form = AdjustCreditsForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         amount: int = form.cleaned_data["amount"]
@@ -236,29 +392,74 @@ def adjust_credits_view(
                 "Nothing was written: open the form again for a new one.",
             )
         else:
-            model_admin.log_change(
-                request, user, f"Adjusted credits by {amount:+d}: {form.cleaned_data['reason']}"
+            return _done(
+                model_admin,
+                request,
+                user,
+                history=f"Adjusted credits by {amount:+d}: {form.cleaned_data['reason']}",
+                message=f"Adjusted the credits of {user.email} by {amount:+d}.",
             )
-            model_admin.message_user(
-                request, f"Adjusted the credits of {user.email} by {amount:+d}.", messages.SUCCESS
-            )
-            return HttpResponseRedirect(change_url)
-    figures = services.account_balance(account=account)
-    context = {
-        **model_admin.admin_site.each_context(request),
-        "title": f"Adjust the credits of {user.email}",
-        "opts": model_admin.opts,
-        "original": user,
-        "form": form,
-        "media": model_admin.media + form.media,
-        "balance": figures,
-        "change_url": change_url,
-    }
-    return TemplateResponse(request, "admin/credits/user/adjust_credits.html", context)
+    return _form_page(
+        model_admin,
+        request,
+        user,
+        form,
+        title=f"Adjust the credits of {user.email}",
+        submit=("_adjust", "Adjust credits"),
+        balance=services.account_balance(account=account),
+    )
 
 
-# Money right after who the user is: it is what staff open the page for. Read-only here; it
-# changes only through the adjust form.
+def freeze_view(
+    model_admin: "admin.ModelAdmin[User]", request: HttpRequest, user_id: UUID
+) -> HttpResponse:
+    """Freeze an account (the gateway refuses its keys, purchases are refused) or unfreeze a
+    frozen one; either way with a reason, kept in the user's history with who and when (and,
+    for a freeze, on the account, shown on the page and to support)."""
+    if not request.user.has_perm(FREEZE_PERMISSION):
+        raise PermissionDenied
+    user = get_object_or_404(User, pk=user_id)
+    account = get_object_or_404(CreditAccount, pk=user.pk)
+    unfreeze = account.frozen_at is not None
+    form = FreezeForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        reason: str = form.cleaned_data["reason"]
+        if unfreeze:
+            services.account_unfreeze(user_id=user.pk)
+            message = f"Unfroze the account: {reason}"
+        else:
+            services.account_freeze(user_id=user.pk, reason=reason)
+            message = f"Froze the account: {reason}"
+        return _done(
+            model_admin, request, user, history=message, message=f"{user.email}: {message}"
+        )
+    return _form_page(
+        model_admin,
+        request,
+        user,
+        form,
+        title=f"{'Unfreeze' if unfreeze else 'Freeze'} the account of {user.email}",
+        intro=(
+            f"Frozen since {_when(account.frozen_at)}: {account.frozen_reason}"
+            if unfreeze
+            else "A frozen account's keys are refused by the gateway (403 account_frozen) "
+            "and it cannot buy credits; its balance is kept."
+        ),
+        submit=("_unfreeze", "Unfreeze") if unfreeze else ("_freeze", "Freeze"),
+    )
+
+
+# What support asks first (can this user log in and call the API, and is the account frozen),
+# above who the user is; then the money right after who the user is: it is what staff open the
+# page for. Read-only here; credits change only through the adjust form.
+user_panel_register(
+    UserPanel(
+        name="glance",
+        title="At a glance",
+        fields=(at_a_glance, login_sessions),
+        first=True,
+    )
+)
 user_panel_register(
     UserPanel(
         name="credits",
@@ -266,8 +467,8 @@ user_panel_register(
         fields=(credits_summary, live_lots, recent_entries),
         list_display=(balance,),
         list_select_related=("credit_account",),
-        urls=_adjust_urls,
-        object_tools=_adjust_tools,
+        urls=_staff_urls,
+        object_tools=_staff_tools,
     )
 )
 
@@ -348,7 +549,7 @@ class LedgerEntryAdmin(admin.ModelAdmin):
 
     @admin.display(description="amount", ordering="amount")
     def signed_amount(self, obj: LedgerEntry) -> str:
-        return f"{obj.amount:+d}"
+        return f"{obj.amount:+,d}"
 
     @admin.display(description="reason")
     def short_reason(self, obj: LedgerEntry) -> str:

@@ -13,6 +13,17 @@ from . import clock
 MAX_ADJUSTMENT = 100_000_000
 
 
+class FreezeForm(forms.Form):
+    """Why staff freeze or unfreeze an account: required, kept on the account (a freeze) and in
+    the user's admin history (both)."""
+
+    reason = forms.CharField(
+        max_length=200,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Why: recorded with your name in the user's history.",
+    )
+
+
 class AdjustCreditsForm(forms.Form):
     """A staff adjustment of one account, written through `credits.services.credits_adjust`.
 

@@ -3,6 +3,8 @@ sender's transaction, so what it writes commits or rolls back with the account c
 
 from typing import Any
 
+from django.conf import settings
+from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from accounts.signals import signup_confirmed, user_deleted, user_registered
@@ -60,3 +62,12 @@ def forfeit_balance(sender: object, user: Any, **kwargs: Any) -> None:
             reason=ACCOUNT_DELETED_REASON,
             idempotency_key=f"account-deleted:{user.pk}",
         )
+
+
+@receiver(post_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="credits.account_open")
+def open_account_of_new_user(sender: object, instance: Any, created: bool, **kwargs: Any) -> None:
+    """Every user has a credit account from the moment the row exists, however it was made
+    (registration, `createsuperuser`, the admin's add form, a shell): staff pages, grants and
+    the gateway never meet a user without one. Only registration grants the signup credits."""
+    if created and not kwargs.get("raw"):
+        services.account_open(user_id=instance.pk)

@@ -5,7 +5,6 @@ This runs in the normal suite (and in CI) so that the zero-dependency set-up the
 promises cannot rot unnoticed."""
 
 import json
-import os
 import re
 import socket
 import subprocess
@@ -19,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.embedded import embedded_env
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -29,29 +30,37 @@ def _free_port() -> int:
 
 
 def _embedded_env(tmp_path: Path) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DEBUG"}
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        SQLITE_PATH=str(tmp_path / "db.sqlite3"),
+    return embedded_env(
+        tmp_path,
+        debug=False,
         SECRET_KEY="embedded-default-test-key",
         ALLOWED_HOSTS="127.0.0.1,localhost",
         LOG_LEVEL="WARNING",
     )
-    return env
 
 
 class Http:
-    def __init__(
-        self, base: str, log: Path | None = None, env: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, base: str, env: dict[str, str], log: Path | None = None) -> None:
         self.base = base
+        self.env = env  # the server's environment (its SQLite file), for manage.py commands
         self.headers: dict[str, str] = {}
         self.log = log  # the server's output: console email lands there
-        self.env = env or {}
+
+    def verification_token(self, email: str) -> str:
+        """The token of the newest verification link mailed to `email`, read from the server's
+        output (the console backend's dump of the message), as a developer reads it from their
+        terminal."""
+        assert self.log is not None
+        deadline = time.monotonic() + 10
+        tokens: list[str] = []
+        while not tokens and time.monotonic() < deadline:
+            output = self.log.read_text()
+            # The message to this address, in the console backend's dump of it.
+            after = output[output.rfind(f"To: {email}") :] if f"To: {email}" in output else ""
+            tokens = re.findall(r"/verify-email\?token=([A-Za-z0-9_:\-]+)", after)
+            time.sleep(0.1)
+        assert tokens, f"no verification link to {email} in the console output"
+        return tokens[0]
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any, str]:
         data = None if body is None else json.dumps(body).encode()
@@ -105,7 +114,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http]:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    http = Http(f"http://127.0.0.1:{port}", log=tmp_path / "server.log", env=env)
+    http = Http(f"http://127.0.0.1:{port}", env, log=tmp_path / "server.log")
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -164,6 +173,56 @@ def test_the_embedded_default_walks_register_login_keys_and_revoke(server: Http)
     assert body["error"]["code"] == "authentication_failed"  # the token no longer exists
 
 
+# The line of the README's walk where a reader pastes the token from the server's terminal.
+PASTE_TOKEN = "VERIFY='paste the token here'"
+
+
+def readme_walk() -> tuple[str, str]:
+    """The README's curl walk, as a reader copies it: the part up to the verification mail and
+    the part after it (which starts where the reader pastes the token)."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- curl-walk:start -->", 1)[1].split("<!-- curl-walk:end -->", 1)[0]
+    before, after = block.split("<!-- curl-walk:verify -->", 1)
+    return tuple(  # type: ignore[return-value]
+        part.split("```sh", 1)[1].split("```", 1)[0].strip() for part in (before, after)
+    )
+
+
+def test_the_readmes_curl_walk_runs_as_written(server: Http) -> None:
+    register, rest = readme_walk()
+    assert "BASE=http://127.0.0.1:8000" in register
+    assert rest.startswith(PASTE_TOKEN)
+
+    def run(script: str) -> list[str]:
+        out = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script.replace(".venv/bin/python", sys.executable)],
+            cwd=ROOT,
+            env=server.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.splitlines()
+
+    # Only where the server listens, which Python runs manage.py and the token a reader copies
+    # from the server's terminal differ from a reader's. The reader pastes the second part into
+    # the same shell (BASE is set there already); this one is a new shell.
+    base = f"BASE={server.base}"
+    printed = run(register.replace("BASE=http://127.0.0.1:8000", base))
+    registered = json.loads(printed[0])["user"]
+    assert (registered["email"], registered["email_verified"]) == ("ada@example.com", False)
+    token = server.verification_token("ada@example.com")
+    printed = run(base + "\n" + rest.replace(PASTE_TOKEN, f"VERIFY='{token}'"))
+    verified = json.loads(printed[0])["user"]
+    assert (verified["email"], verified["email_verified"]) == ("ada@example.com", True)
+    authorized = json.loads(printed[1])
+    assert (authorized["allowed"], authorized["credits_remaining"]) == (True, 99)
+    assert json.loads(printed[2]) == {"request_id": "req_1", "charged": 1, "credits_remaining": 99}
+    assert printed[3:] == ["99"]
+
+
 def test_the_embedded_default_serves_the_schema_and_static_files_with_debug_off(
     server: Http,
 ) -> None:
@@ -205,17 +264,8 @@ def test_the_embedded_default_walks_register_verify_key_and_authorize(server: Ht
     assert status == 201, body
     assert body["user"]["email_verified"] is False
 
-    assert server.log is not None
-    deadline = time.monotonic() + 10
-    tokens: list[str] = []
-    while not tokens and time.monotonic() < deadline:
-        output = server.log.read_text()
-        # The message to this address, in the console backend's dump of it.
-        after = output[output.rfind(f"To: {email}") :] if f"To: {email}" in output else ""
-        tokens = re.findall(r"/verify-email\?token=([A-Za-z0-9_:\-]+)", after)
-        time.sleep(0.1)
-    assert tokens, "no verification link in the console output"
-    status, body, _ = server.call("POST", "/api/auth/verify-email", {"token": tokens[0]})
+    token = server.verification_token(email)
+    status, body, _ = server.call("POST", "/api/auth/verify-email", {"token": token})
     assert status == 200, body
     assert body["user"]["email_verified"] is True
 

@@ -117,6 +117,9 @@ def as_django_view(handler: Handler) -> Callable[[HttpRequest], HttpResponse]:
         response = JsonResponse(answer.payload, status=answer.status)
         for name, value in answer.headers:
             response[name] = value
+        if 400 <= answer.status < 500:
+            # The handler logged it (`views._logged`); Django's log_response skips it then.
+            response._has_been_logged = True  # type: ignore[attr-defined]
         return response
 
     view.__name__ = handler.__name__.removesuffix("_answer")

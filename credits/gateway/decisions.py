@@ -13,7 +13,7 @@ from typing import Any
 from config.fields import rfc3339
 
 from .outcomes import Outcome
-from .ratelimit import LimitResult, TierLimits
+from .ratelimit import LimitResult, TierLimits, Window, tier_above
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
@@ -81,6 +81,26 @@ def rate_limit_headers(fmt: str, limit: LimitResult, now: datetime) -> dict[str,
     return headers
 
 
+_WINDOW_INDEX = {"minute": 0, "hour": 1, "day": 2}
+
+
+def rate_limited_message(window: Window, tier: TierLimits | None) -> str:
+    """The 429's message: the window and its limit, the tier, and what raises the limit (the
+    tier follows the balance, so an end user who hits it can act on it)."""
+    message = f"Rate limit exceeded: {window.limit} requests per {window.name}"
+    if tier is None:
+        return message
+    message += f' on tier "{tier.name}".'
+    above = tier_above(tier)
+    if above is None:
+        return message + " This is the highest tier."
+    limit_above = above.limits[_WINDOW_INDEX[window.name]]
+    return message + (
+        f" A higher balance raises the limit: from {above.min_balance:,} credits, "
+        f'tier "{above.name}" allows {limit_above:,} requests per {window.name}.'
+    )
+
+
 def denied(
     fmt: str,
     reason: Outcome,
@@ -88,9 +108,11 @@ def denied(
     available: int | None = None,
     limit: LimitResult | None = None,
     now: datetime | None = None,
+    tier: TierLimits | None = None,
 ) -> dict[str, Any]:
     """A denial. A 401 carries no headers; a 403 or 429 carries `X-Credits-Remaining` and,
-    when the account has a tier, the rate-limit headers; a 429 adds `Retry-After`."""
+    when the account has a tier, the rate-limit headers; a 429 adds `Retry-After` and names
+    `tier` in its message."""
     status = _REASONS[reason][0]
     headers: dict[str, str] = {}
     message = None
@@ -102,7 +124,7 @@ def denied(
         if reason == Outcome.RATE_LIMITED:
             assert limit is not None and limit.refused is not None and now is not None
             window = limit.refused
-            message = f"Rate limit exceeded: {window.limit} requests per {window.name}"
+            message = rate_limited_message(window, tier)
             headers["Retry-After"] = str(seconds_until(window.end, now))
     return {
         "allowed": False,

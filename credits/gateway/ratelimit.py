@@ -112,6 +112,16 @@ def tier_for_balance(balance: int) -> TierLimits | None:
     return None
 
 
+def tier_above(tier: TierLimits) -> TierLimits | None:
+    """The tier a larger balance reaches next (for the 429's message), or None at the top."""
+    if tier.max_balance is None:
+        return None
+    for other in tiers_cached():
+        if other.min_balance > tier.max_balance:
+            return other
+    return None
+
+
 # --- windows -------------------------------------------------------------------------------
 
 

@@ -111,6 +111,43 @@ def _count(value: Any, field: str) -> int:
     return value
 
 
+# `usage` keys: the contract's, and Anthropic's names for the same counts, so a gateway may pass
+# either dialect's usage object through. Anything else is refused by name rather than dropped:
+# a misspelt key silently recorded as 0 tokens would go unnoticed.
+_USAGE_KEYS = {
+    "prompt_tokens": "prompt_tokens",
+    "completion_tokens": "completion_tokens",
+    "input_tokens": "prompt_tokens",
+    "output_tokens": "completion_tokens",
+}
+
+
+def _usage_counts(usage: Any) -> tuple[int, int]:
+    """(prompt_tokens, completion_tokens) of a settle's `usage` (absent: 0 and 0)."""
+    if usage is None:
+        return 0, 0
+    if not isinstance(usage, dict):
+        raise BadRequest("usage must be an object.", "usage")
+    counts: dict[str, int] = {}
+    for key, value in usage.items():
+        name = _USAGE_KEYS.get(key)
+        field = f"usage.{key}"
+        if name is None:
+            raise BadRequest(
+                f"{field} is not a usage field; send prompt_tokens and completion_tokens "
+                "(or Anthropic's input_tokens and output_tokens).",
+                field,
+            )
+        if name in counts:
+            raise BadRequest(f"{field} repeats usage.{name}; send one of the two.", field)
+        counts[name] = _count(value, field)
+    return counts.get("prompt_tokens", 0), counts.get("completion_tokens", 0)
+
+
+# A hold's status in the gateway's words (the 409 of a settle with the other outcome).
+_SETTLED_AS = {"committed": "success", "released": "failure", "expired": "failure"}
+
+
 def _guarded(count: Callable[[str], None]) -> Callable[[Handler], Handler]:
     """Bad input is a 400 naming the field; an unreachable database a quick 503; anything else
     a 500. All are counted with `count`, the handler's own counter (config/observability.py)."""
@@ -122,9 +159,6 @@ def _guarded(count: Callable[[str], None]) -> Callable[[Handler], Handler]:
                 return error_answer(
                     405, "method_not_allowed", "Use POST.", headers=(("Allow", "POST"),)
                 )
-            # The view binds the gateway's request id once it has read it; until then (and for
-            # the next request this thread serves) the log lines say `request_id=-`.
-            token = observability.request_id.set("-")
             try:
                 return view(call)
             except BadRequest as exc:
@@ -140,6 +174,29 @@ def _guarded(count: Callable[[str], None]) -> Callable[[Handler], Handler]:
                 count("error")
                 logger.exception("internal API: logic error")
                 return error_answer(500, "server_error", "Internal server error.")
+
+        return wrapper
+
+    return decorate
+
+
+def _logged(path: str) -> Callable[[Handler], Handler]:
+    """Outermost layer: the request id of the call's log lines (the view binds the gateway's
+    once it has read it; until then, and for the next request this thread serves, `-`), and
+    the one log line of a 4xx answer (a refused service token included), with that id. Through
+    Django, `as_django_view` marks such a response logged so that Django does not add another."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        def wrapper(call: Call) -> Answer:
+            token = observability.request_id.set("-")
+            try:
+                answer = handler(call)
+                if 400 <= answer.status < 500:
+                    error = answer.payload.get("error")
+                    code = error.get("code", "") if isinstance(error, dict) else ""
+                    observability.log_gateway_4xx(answer.status, path, code)
+                return answer
             finally:
                 observability.request_id.reset(token)
 
@@ -169,6 +226,7 @@ def _conflict() -> Answer:
     )
 
 
+@_logged("/internal/v1/authorize")
 @with_service_token
 @_guarded(observability.count_authorization)
 def authorize_answer(call: Call) -> Answer:
@@ -308,7 +366,12 @@ def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> Ans
             observability.count_authorization(Outcome.RATE_LIMITED)
             return _decision(
                 decisions.denied(
-                    fmt, Outcome.RATE_LIMITED, available=check.available, limit=limit, now=now
+                    fmt,
+                    Outcome.RATE_LIMITED,
+                    available=check.available,
+                    limit=limit,
+                    now=now,
+                    tier=tier,
                 )
             )
         hold_id = str(uuid.uuid4())
@@ -361,6 +424,7 @@ def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> Ans
     raise RuntimeError("authorize: the request id kept changing under us")
 
 
+@_logged("/internal/v1/settle")
 @with_service_token
 @_guarded(observability.count_settle)
 def settle_answer(call: Call) -> Answer:
@@ -384,13 +448,7 @@ def settle_answer(call: Call) -> Answer:
             "http_status",
         )
     model = _string(body, "model", required=False, recorded=True) or ""
-    usage = body.get("usage")
-    if usage is None:
-        usage = {}
-    if not isinstance(usage, dict):
-        raise BadRequest("usage must be an object.", "usage")
-    prompt_tokens = _count(usage.get("prompt_tokens"), "usage.prompt_tokens")
-    completion_tokens = _count(usage.get("completion_tokens"), "usage.completion_tokens")
+    prompt_tokens, completion_tokens = _usage_counts(body.get("usage"))
     reason = _string(body, "reason", required=False, max_length=MAX_REASON, recorded=True) or ""
     result = backends.get_backend().settle(
         request_id=request_id,
@@ -415,10 +473,12 @@ def settle_answer(call: Call) -> Answer:
         )
     if result.outcome == Outcome.CONFLICT:
         observability.count_settle("conflict")
+        first = _SETTLED_AS.get(result.status or "", result.status)
         return error_answer(
             409,
             "request_already_settled",
-            f"This request was already settled as {result.status}; nothing was changed.",
+            f"This request was already settled as {first}; settling it as {outcome} "
+            "changed nothing.",
             "outcome",
         )
     observability.count_settle("charged" if result.charged else "not_charged")

@@ -179,8 +179,11 @@ class LedgerEntry(models.Model):
 
     class Meta:
         verbose_name_plural = "ledger entries"
-        # Checked by the admin's credit adjustment form (credits/admin.py).
-        permissions = [("adjust_credits", "Can adjust an account's credits")]
+        # Checked by the admin's credit adjustment and freeze forms (credits/admin.py).
+        permissions = [
+            ("adjust_credits", "Can adjust an account's credits"),
+            ("freeze_accounts", "Can freeze and unfreeze an account"),
+        ]
         constraints = [
             # One index both keeps the key unique and serves the prefix lookup of a split
             # adjustment's keys (`key`, `key/2`, ...: `credits_adjust`); `unique=True` would

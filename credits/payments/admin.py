@@ -7,6 +7,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from config.money import money_format
 from credits import services as ledger
 from credits.payments.models import Package, Purchase, StripeEvent, StripeEventStatus
 
@@ -53,12 +54,21 @@ class PackageForm(forms.ModelForm):
 
 @admin.register(Package)
 class PackageAdmin(admin.ModelAdmin):
-    list_display = PACKAGE_COLUMNS
+    # The form's fields, with the price as money (`$29.99 USD`) in place of its two columns.
+    list_display = tuple(
+        "price" if name == "price_amount" else name
+        for name in PACKAGE_COLUMNS
+        if name != "currency"
+    )
     list_filter = ("active", "enterprise")
     search_fields = ("slug", "name")
     form = PackageForm  # Enterprise packages name their customers; currency lower-cased
     autocomplete_fields = ("customers",)  # searched by email: a full list of users won't fit
     prepopulated_fields = {"slug": ("name",)}
+
+    @admin.display(description="price", ordering="price_amount")
+    def price(self, obj: Package) -> str:
+        return money_format(obj.price_amount, obj.currency)
 
 
 class StripeEventInline(admin.TabularInline):
@@ -92,19 +102,18 @@ class ClawbackShortfallFilter(admin.SimpleListFilter):
 
 @admin.register(Purchase)
 class PurchaseAdmin(admin.ModelAdmin):
+    # Eight columns fit a 1,400-px screen with a long address (tests/admin/test_browser.py):
+    # the purchase's id is on its page (and searchable), the clawback beside the refund.
     list_display = (
-        "id",
+        "created_at",
         "user",
         "package",
         "status",
-        "price_amount",
-        "currency",
-        "amount_refunded",
-        "credits_clawed_back",
+        "price",
+        "refunded",
         "clawback_owed",
         "clawback_uncollectable",
         "dispute_status",
-        "created_at",
         "paid_at",
     )
     list_filter = ("status", "dispute_status", "package", ClawbackShortfallFilter)
@@ -119,14 +128,15 @@ class PurchaseAdmin(admin.ModelAdmin):
     list_select_related = ("user", "package", "lot")
     inlines = [StripeEventInline]
     actions = ["unfreeze_buyers"]
-    # Purchases change only through Stripe events; staff may annotate the reason.
+    # Purchases change only through Stripe events; staff may annotate the reason. Amounts are
+    # shown as money (`$29.99 USD`), not as their minor-unit columns.
+    exclude = ("price_amount", "currency", "amount_paid", "currency_paid", "amount_refunded")
     readonly_fields = (
         "id",
         "user",
         "package",
         "credits",
-        "price_amount",
-        "currency",
+        "price",
         "validity_months",
         "status",
         "idempotency_key",
@@ -136,11 +146,10 @@ class PurchaseAdmin(admin.ModelAdmin):
         "charge_id",
         "dispute_id",
         "dispute_status",
-        "amount_paid",
-        "currency_paid",
+        "paid",
         "paid_at",
         "lot",
-        "amount_refunded",
+        "refunded",
         "credits_clawed_back",
         "clawback_owed",
         "clawback_uncollectable",
@@ -148,15 +157,27 @@ class PurchaseAdmin(admin.ModelAdmin):
         "updated_at",
     )
 
+    @admin.display(description="price", ordering="price_amount")
+    def price(self, obj: Purchase) -> str:
+        return money_format(obj.price_amount, obj.currency)
+
+    @admin.display(description="paid")
+    def paid(self, obj: Purchase) -> str:
+        return money_format(obj.amount_paid, obj.currency_paid)
+
+    @admin.display(description="refunded (credits clawed back)", ordering="amount_refunded")
+    def refunded(self, obj: Purchase) -> str:
+        return f"{money_format(obj.amount_refunded, obj.currency)} ({obj.credits_clawed_back:,})"
+
     @admin.display(description="claw-back owed")
-    def clawback_owed(self, obj: Purchase) -> int:
+    def clawback_owed(self, obj: Purchase) -> str:
         """Claimed by a refund or dispute but held by live requests: taken as they end."""
-        return obj.lot.clawback_owed if obj.lot else 0
+        return f"{obj.lot.clawback_owed if obj.lot else 0:,}"
 
     @admin.display(description="uncollectable")
-    def clawback_uncollectable(self, obj: Purchase) -> int:
+    def clawback_uncollectable(self, obj: Purchase) -> str:
         """Claimed by a refund or dispute but spent (or expired) before it could be taken."""
-        return obj.lot.clawback_uncollectable if obj.lot else 0
+        return f"{obj.lot.clawback_uncollectable if obj.lot else 0:,}"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -1,7 +1,7 @@
 from typing import Any
 
 import pytest
-from django.test import RequestFactory
+from django.test import Client, RequestFactory
 from django.utils import timezone
 from knox.models import AuthToken
 from rest_framework.request import Request
@@ -113,9 +113,70 @@ class TestApiKeyAuthentication:
     ) -> None:
         response = _call_drf(OwnKeyView, "get", HTTP_AUTHORIZATION=f"Bearer {token[1]}")
         assert response.status_code == 401
-        assert response.data["error"]["code"] == "invalid_api_key"
+        assert response.data["error"]["code"] == "service_token_not_accepted"
 
     def test_no_key_at_all_is_401_not_authenticated(self) -> None:
         response = _call_drf(OwnKeyView, "get")
         assert response.status_code == 401
         assert response.data["error"]["code"] == "not_authenticated"
+
+
+class TestAMisdirectedCredentialIsToldWhatToSendInstead:
+    """Each answer names what to send, never DRF's "credentials were not provided"."""
+
+    def _login_token(self) -> str:
+        return AuthToken.objects.create(UserFactory.create())[1]
+
+    def test_a_login_token_sent_as_bearer_is_told_to_use_the_token_scheme(
+        self, client: Client
+    ) -> None:
+        raw = self._login_token()
+        for path in ("/api/user/keys", "/api/user/credits", "/api/user/ledger"):
+            response = client.get(path, HTTP_AUTHORIZATION=f"Bearer {raw}")
+            assert response.status_code == 401, path
+            error = response.json()["error"]
+            assert error["code"] == "wrong_auth_scheme", path
+            assert "Authorization: Token TOKEN" in error["message"]
+        assert client.get("/api/user/keys", HTTP_AUTHORIZATION=f"Token {raw}").status_code == 200
+
+    def test_an_api_key_on_a_login_token_endpoint_is_told_what_the_endpoint_takes(
+        self, client: Client
+    ) -> None:
+        _, raw = api_key_create(user=UserFactory.create(), name="k")
+        for headers in ({"HTTP_AUTHORIZATION": f"Bearer {raw}"}, {"HTTP_X_API_KEY": raw}):
+            for path in ("/api/user/keys", "/api/user/ledger", "/api/user/referrals"):
+                response = client.get(path, **headers)  # type: ignore[arg-type]
+                assert response.status_code == 401, path
+                error = response.json()["error"]
+                assert error["code"] == "api_key_not_accepted", path
+                assert "GET /api/user/credits" in error["message"]
+                assert "Authorization: Token TOKEN" in error["message"]
+            # ... and is still taken where keys are.
+            assert client.get("/api/user/credits", **headers).status_code == 200  # type: ignore[arg-type]
+
+    def test_a_service_token_on_the_user_api_is_told_it_is_for_the_internal_api(
+        self, client: Client, token: tuple[ServiceToken, str]
+    ) -> None:
+        for path in ("/api/user/keys", "/api/user/credits"):
+            response = client.get(path, HTTP_AUTHORIZATION=f"Bearer {token[1]}")
+            assert response.status_code == 401, path
+            error = response.json()["error"]
+            assert error["code"] == "service_token_not_accepted", path
+            assert "/internal/v1/" in error["message"]
+
+    def test_a_public_endpoint_still_answers_a_request_carrying_a_key(
+        self, client: Client, token: tuple[ServiceToken, str]
+    ) -> None:
+        _, raw = api_key_create(user=UserFactory.create(), name="k")
+        for credential in (raw, token[1], "9f" * 32):
+            response = client.get("/api/packages", HTTP_AUTHORIZATION=f"Bearer {credential}")
+            assert response.status_code == 200, credential
+
+    def test_nothing_or_a_made_up_value_keeps_the_generic_answers(self, client: Client) -> None:
+        assert client.get("/api/user/keys").json()["error"]["code"] == "not_authenticated"
+        made_up = client.get("/api/user/keys", HTTP_AUTHORIZATION="Bearer nonsense")
+        assert made_up.json()["error"]["code"] == "not_authenticated"
+        assert (
+            client.get("/api/user/credits", HTTP_X_API_KEY="nonsense").json()["error"]["code"]
+            == "invalid_api_key"
+        )

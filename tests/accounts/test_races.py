@@ -19,7 +19,7 @@ pytestmark = [
     pytest.mark.skipif(connection.vendor != "postgresql", reason="needs real concurrency"),
 ]
 
-THREADS = 20  # each holds a connection: well under CI's 100
+THREADS = 20  # each holds a connection (tests/concurrency.py checks they are free)
 
 
 def _race(work: Callable[[int], Any]) -> list[Any]:

@@ -17,7 +17,7 @@ from tests.credits.conftest import assert_every_lot_explained, assert_ledger_con
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-THREADS = 40  # plus the test's own connection: well under the 50 each test may use
+THREADS = 20  # each holds a connection (tests/concurrency.py checks they are free)
 
 
 def outcome(call: Callable[..., object], **kwargs: object) -> str:
@@ -35,7 +35,8 @@ def test_200_concurrent_holds_on_50_credits_reserve_exactly_50() -> None:
 
     def attempts(i: int) -> list[str]:
         return [
-            outcome(services.hold_create, user_id=user.pk, request_id=f"r{i}-{n}") for n in range(5)
+            outcome(services.hold_create, user_id=user.pk, request_id=f"r{i}-{n}")
+            for n in range(10)
         ]
 
     results = run_together(THREADS, attempts)
@@ -54,7 +55,7 @@ def test_commits_racing_releases_settle_each_hold_exactly_one_way() -> None:
     for n in range(50):
         services.hold_create(user_id=user.pk, request_id=f"r{n}")
 
-    # Threads 2j (commits) and 2j+1 (releases) race on holds j, j+20, j+40, in the same order.
+    # Threads 2j (commits) and 2j+1 (releases) race on holds j, j+10, ..., j+40, in the same order.
     def settle(i: int) -> list[tuple[str, str]]:
         done = []
         for n in range(i // 2, 50, THREADS // 2):
@@ -92,20 +93,20 @@ def test_a_commit_racing_the_sweep_after_the_hold_expired_settles_each_credit_on
     # The clock is past the holds' expiry (and their lot's): whichever of the sweep and the
     # commit takes the account lock first, the expiry wins, because the hold was no longer live
     # when the commit arrived: the held credit expires once and the late success is charged 0.
-    user = funded_user((30, clock.now() + timedelta(minutes=5)))
-    for n in range(30):
+    user = funded_user((16, clock.now() + timedelta(minutes=5)))
+    for n in range(16):
         services.hold_create(user_id=user.pk, request_id=f"r{n}")
     clock.advance(timedelta(minutes=12))
 
-    def work(i: int) -> object:
-        if i < 30:
+    def work(i: int) -> object:  # 16 commits, 4 sweeps
+        if i < 16:
             return services.hold_commit(request_id=f"r{i}").charged
         return services.accounts_sweep()
 
     results = run_together(THREADS, work)
 
-    assert results[:30] == [0] * 30, results
-    assert all(isinstance(r, int) for r in results[30:]), results
+    assert results[:16] == [0] * 16, results
+    assert all(isinstance(r, int) for r in results[16:]), results
     holds = Hold.objects.all()
     assert {h.status for h in holds} == {HoldStatus.COMMITTED}
     assert not LedgerEntry.objects.filter(kind=EntryKind.CHARGE).exists()
@@ -126,24 +127,24 @@ def test_a_commit_racing_the_real_instant_of_expiry_is_either_charged_or_expired
     # charge from the held lot) or the expiry did (the held credit expires, the late success is
     # charged 0, since the account has no other credit).
     expiry = clock.now() + timedelta(seconds=3)
-    user = funded_user((32, expiry))
-    for n in range(32):
+    user = funded_user((16, expiry))
+    for n in range(16):
         services.hold_create(user_id=user.pk, request_id=f"r{n}", ttl=expiry - clock.now())
     # Release the threads so that the expiry falls in the middle of the commits.
     time.sleep(max(0.0, (expiry - clock.now()).total_seconds() - 0.15))
 
-    def work(i: int) -> object:
-        if i < 32:
-            time.sleep(i * 0.01)
+    def work(i: int) -> object:  # 16 commits spread over 0.3 s, 4 threads sweeping
+        if i < 16:
+            time.sleep(i * 0.02)
             return services.hold_commit(request_id=f"r{i}").charged
         return [services.accounts_sweep() for _ in range(5)]
 
     results = run_together(THREADS, work)
 
-    charged = results[:32]
+    charged = results[:16]
     assert all(c in (0, 1) for c in charged), charged
     holds = {h.request_id: h for h in Hold.objects.all()}
-    for n in range(32):
+    for n in range(16):
         hold = holds[f"r{n}"]
         keys = set(
             LedgerEntry.objects.filter(
@@ -158,7 +159,7 @@ def test_a_commit_racing_the_real_instant_of_expiry_is_either_charged_or_expired
     assert (account.balance, account.reserved) == (0, 0)
     assert account.consumed == sum(c for c in charged if isinstance(c, int))
     assert_ledger_consistent(user.pk)
-    print(f"commits before the expiry: {account.consumed} of 32")
+    print(f"commits before the expiry: {account.consumed} of 16")
 
 
 def test_the_same_grant_key_from_20_threads_writes_one_entry() -> None:
@@ -222,7 +223,7 @@ def test_the_sweep_racing_100_charges_on_lots_straddling_their_expiry_explains_e
     )
     idle = [funded_user((3, first_expiry + timedelta(milliseconds=50 * n))) for n in range(5)]
     time.sleep(max(0.0, (first_expiry - clock.now()).total_seconds() - 0.2))
-    charging = 36  # and 4 threads sweeping
+    charging = 16  # and 4 threads sweeping
 
     def work(i: int) -> object:
         if i >= charging:

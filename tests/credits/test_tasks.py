@@ -100,7 +100,7 @@ def worker(tmp_path: Path) -> Iterator[str]:
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_real_celery_worker_expires_lots_and_releases_holds(worker: str) -> None:
+def test_a_real_celery_worker_expires_lots_and_releases_holds(worker: str, tmp_path: Path) -> None:
     # The worker cannot see this process's moved clock, so the ledger is written an hour in the
     # past: by the wall clock the lots and the holds are already due, and nothing has swept yet.
     clock.advance(-timedelta(hours=1))
@@ -144,3 +144,12 @@ def test_a_real_celery_worker_expires_lots_and_releases_holds(worker: str) -> No
     assert (accounts[user.pk].balance, accounts[user.pk].reserved) == (3, 0)
     assert (accounts[idle.pk].balance, accounts[idle.pk].reserved) == (0, 0)
     assert_ledger_consistent(user.pk)
+    # The worker writes our log lines (settings.LOGGING), not Celery's own format: every line
+    # has the fields the README promises.
+    done = [
+        line
+        for line in (tmp_path / "worker.log").read_text().splitlines()
+        if "credits.tasks.sweep_expired" in line and "succeeded" in line
+    ]
+    assert done, (tmp_path / "worker.log").read_text()[-2000:]
+    assert all(" level=INFO logger=celery.app.trace request_id=" in line for line in done), done

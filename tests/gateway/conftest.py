@@ -21,6 +21,12 @@ from credits.gateway.views import seen_cache_clear
 from credits.models import LotSource
 from tests.factories import UserFactory, ensure_documented_tiers
 
+# The 429 names the tier and what raises its limit (the next tier of the documented ones).
+RATE_LIMITED_20_PER_MINUTE = (
+    'Rate limit exceeded: 20 requests per minute on tier "1-100". A higher balance raises the '
+    'limit: from 101 credits, tier "101-1,000" allows 60 requests per minute.'
+)
+
 
 @dataclass
 class Customer:

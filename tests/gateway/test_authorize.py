@@ -13,7 +13,12 @@ from credits import clock, services
 from credits.gateway.models import Tier
 from credits.models import CreditAccount, Hold, HoldStatus
 from credits.reconciliation import reconcile
-from tests.gateway.conftest import Gateway, funded_customer, start_of_next
+from tests.gateway.conftest import (
+    RATE_LIMITED_20_PER_MINUTE,
+    Gateway,
+    funded_customer,
+    start_of_next,
+)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("backend")]
 
@@ -301,7 +306,7 @@ def test_the_21st_request_in_a_minute_is_a_429_naming_the_minute(gateway: Gatewa
         "status": 429,
         "error": {
             "error": {
-                "message": "Rate limit exceeded: 20 requests per minute",
+                "message": RATE_LIMITED_20_PER_MINUTE,
                 "type": "rate_limit_error",
                 "code": "rate_limit_exceeded",
             }
@@ -322,7 +327,7 @@ def test_the_21st_request_in_a_minute_is_a_429_naming_the_minute(gateway: Gatewa
         "type": "error",
         "error": {
             "type": "rate_limit_error",
-            "message": "Rate limit exceeded: 20 requests per minute",
+            "message": RATE_LIMITED_20_PER_MINUTE,
         },
     }
     assert set(anthropic["headers"]) == (
@@ -358,7 +363,10 @@ def test_the_hour_limit_is_reached_with_failure_settles_and_a_moving_clock(
     denied = gateway.authorize(customer.raw_key, fmt="openai")
     hour_end = int(clock.now().replace(minute=0, second=0, microsecond=0).timestamp()) + 3600
     assert denied["status"] == 429
-    assert denied["error"]["error"]["message"] == "Rate limit exceeded: 600 requests per hour"
+    assert denied["error"]["error"]["message"] == (
+        'Rate limit exceeded: 600 requests per hour on tier "1-100". A higher balance raises '
+        'the limit: from 101 credits, tier "101-1,000" allows 2,000 requests per hour.'
+    )
     assert denied["headers"]["X-RateLimit-Limit"] == "600"
     assert denied["headers"]["X-RateLimit-Remaining"] == "0"
     assert denied["headers"]["X-RateLimit-Reset"] == str(hour_end)
@@ -397,15 +405,22 @@ def test_the_day_limit_is_reached_with_failure_settles_and_a_moving_clock(
             clock.advance(timedelta(minutes=1))
         clock.advance(timedelta(hours=1))
     assert allowed == 8
-    assert refusals[-1] == "Rate limit exceeded: 8 requests per day"
-    assert "Rate limit exceeded: 5 requests per hour" in refusals
-    assert "Rate limit exceeded: 3 requests per minute" in refusals
+    assert refusals[-1].startswith('Rate limit exceeded: 8 requests per day on tier "1-100".')
+    assert any(r.startswith("Rate limit exceeded: 5 requests per hour on") for r in refusals)
+    assert any(r.startswith("Rate limit exceeded: 3 requests per minute on") for r in refusals)
     denied = gateway.authorize(customer.raw_key, fmt="anthropic")
     day_end = (
         int(datetime.combine(clock.now().date(), datetime.min.time(), tzinfo=UTC).timestamp())
         + 86400
     )
     assert denied["headers"]["X-RateLimit-Reset"] == str(day_end)
+    top = funded_customer(20_000)
+    Tier.objects.filter(name="10,000+").update(requests_per_minute=2)
+    tiers_cache_clear()
+    assert [gateway.authorize(top.raw_key)["allowed"] for _ in range(2)] == [True, True]
+    assert gateway.authorize(top.raw_key, fmt="anthropic")["error"]["error"]["message"] == (
+        'Rate limit exceeded: 2 requests per minute on tier "10,000+". This is the highest tier.'
+    )
     assert denied["headers"]["anthropic-ratelimit-requests-reset"] == datetime.fromtimestamp(
         day_end, tz=UTC
     ).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -12,7 +12,7 @@ from credits import services
 from credits.gateway.models import UsageRecord
 from credits.models import CreditAccount, EntryKind, LedgerEntry
 from credits.reconciliation import reconcile
-from tests.gateway.conftest import funded_customer, start_of_next
+from tests.gateway.conftest import RATE_LIMITED_20_PER_MINUTE, funded_customer, start_of_next
 from tests.gateway.minimal_gateway import running_gateway
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("backend")]
@@ -145,7 +145,7 @@ def test_the_21st_request_in_a_minute_is_the_sdks_rate_limit_error(gateway_url: 
         client.chat.completions.create(model=MODEL, messages=MESSAGES)
     assert openai_error.value.code == "rate_limit_exceeded"
     assert openai_error.value.body == {
-        "message": "Rate limit exceeded: 20 requests per minute",
+        "message": RATE_LIMITED_20_PER_MINUTE,
         "type": "rate_limit_error",
         "code": "rate_limit_exceeded",
     }
@@ -159,7 +159,7 @@ def test_the_21st_request_in_a_minute_is_the_sdks_rate_limit_error(gateway_url: 
         "type": "error",
         "error": {
             "type": "rate_limit_error",
-            "message": "Rate limit exceeded: 20 requests per minute",
+            "message": RATE_LIMITED_20_PER_MINUTE,
         },
     }
     assert anthropic_error.value.response.headers["anthropic-ratelimit-requests-remaining"] == "0"

@@ -1,15 +1,13 @@
-"""Real races on real PostgreSQL and Redis: 40 threads released together by a barrier, each
+"""Real races on real PostgreSQL and Redis: 20 threads released together by a barrier, each
 with its own database connection, against both database implementations and both limiters."""
 
 import functools
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from uuid import uuid4
 
 import pytest
-from django.db import connection
 from django.test import Client, override_settings
 
 from accounts.models import ApiKey
@@ -18,6 +16,7 @@ from credits.gateway.models import UsageRecord
 from credits.gateway.ratelimit import limiter_peek, tier_for_balance
 from credits.models import CreditAccount, EntryKind, Hold, HoldStatus, LedgerEntry
 from credits.reconciliation import reconcile
+from tests import concurrency
 from tests.gateway.conftest import Gateway, funded_customer, start_of_next
 
 pytestmark = [
@@ -25,7 +24,7 @@ pytestmark = [
     pytest.mark.usefixtures("backend", "limiter"),
 ]
 
-THREADS = 40
+THREADS = 20  # each holds a connection (tests/concurrency.py checks they are free)
 T = TypeVar("T")
 
 
@@ -40,27 +39,15 @@ def limiter(request: pytest.FixtureRequest) -> Iterator[str]:
 
 def run_together(jobs: list[Callable[[Gateway], T]], token: str) -> list[T]:
     """Run `jobs` on THREADS threads that all start at once; each thread its own client and
-    connection."""
-    barrier = threading.Barrier(THREADS)
+    connection (tests/concurrency.py)."""
     results: list[Any] = [None] * len(jobs)
-    errors: list[BaseException] = []
 
     def worker(offset: int) -> None:
         gateway = Gateway(token, Client())
-        try:
-            barrier.wait()
-            for index in range(offset, len(jobs), THREADS):
-                results[index] = jobs[index](gateway)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+        for index in range(offset, len(jobs), THREADS):
+            results[index] = jobs[index](gateway)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = [r for r in concurrency.run_together(THREADS, worker) if r is not None]
     assert not errors, errors
     return results
 

@@ -116,7 +116,9 @@ def test_settling_with_the_other_outcome_is_a_409_and_changes_nothing(
     assert response.status_code == 409
     body = response.json()
     assert body["error"]["code"] == "request_already_settled"
-    assert body["error"]["message"].startswith("This request was already settled as")
+    assert body["error"]["message"] == (
+        f"This request was already settled as {first}; settling it as {second} changed nothing."
+    )
     assert (
         CreditAccount.objects.values_list("balance", "reserved").get(pk=customer.user.pk) == balance
     )
@@ -226,6 +228,30 @@ def test_a_held_credit_stays_chargeable_after_its_lot_expires(gateway: Gateway) 
             {"request_id": "r", "outcome": "success", "usage": {"completion_tokens": 1.5}},
             "usage.completion_tokens",
         ),
+        (
+            {"request_id": "r", "outcome": "success", "usage": {"input_tokens": -3}},
+            "usage.input_tokens",
+        ),
+        (
+            {"request_id": "r", "outcome": "success", "usage": {"output_tokens": "12"}},
+            "usage.output_tokens",
+        ),
+        (
+            {"request_id": "r", "outcome": "success", "usage": {"total_tokens": 214}},
+            "usage.total_tokens",
+        ),
+        (
+            {"request_id": "r", "outcome": "success", "usage": {"prompt_token": 25}},
+            "usage.prompt_token",
+        ),
+        (
+            {
+                "request_id": "r",
+                "outcome": "success",
+                "usage": {"prompt_tokens": 25, "input_tokens": 25},
+            },
+            "usage.input_tokens",
+        ),
         ({"request_id": "r", "outcome": "failure", "reason": "x" * 65}, "reason"),
         ({"request_id": "r", "outcome": "failure", "reason": 3}, "reason"),
         ({"request_id": "r\u0000", "outcome": "success"}, "request_id"),
@@ -241,6 +267,28 @@ def test_a_malformed_settle_is_a_400_naming_the_field_and_changes_nothing(
     assert response.json()["error"]["code"] == "invalid_request"
     assert response.json()["error"]["field"] == field
     assert Hold.objects.get(request_id="r").status == HoldStatus.LIVE
+    assert not UsageRecord.objects.exists()
+
+
+def test_anthropic_input_and_output_tokens_are_recorded_as_prompt_and_completion_tokens(
+    gateway: Gateway,
+) -> None:
+    customer = funded_customer(3)
+    authorized(gateway, customer.raw_key, "r")
+    response = gateway.settle("r", "success", usage={"input_tokens": 31, "output_tokens": 7})
+    assert response.status_code == 200
+    record = UsageRecord.objects.get()
+    assert (record.prompt_tokens, record.completion_tokens, record.charged) == (31, 7, 1)
+
+
+def test_an_unknown_usage_key_is_named_in_the_message(gateway: Gateway) -> None:
+    customer = funded_customer(3)
+    authorized(gateway, customer.raw_key, "r")
+    response = gateway.settle("r", "success", usage={"prompt_tokens": 2, "cached_tokens": 1})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["field"] == "usage.cached_tokens"
+    assert error["message"].startswith("usage.cached_tokens is not a usage field")
     assert not UsageRecord.objects.exists()
 
 

@@ -173,8 +173,10 @@ def test_reward_amounts_are_the_programmes_current_ones(ann: User) -> None:
 
 
 def test_an_inviter_without_a_credit_account_gets_one_with_the_reward() -> None:
-    # Made outside registration (as `createsuperuser` does): no credit account.
+    # Made outside registration (as `createsuperuser` does), with its empty account removed
+    # (as before credits/receivers.py opened one for every user).
     staff = User.objects.create_user(email="staff@example.com", password="x")
+    CreditAccount.objects.filter(pk=staff.pk).delete()
     bob = register("bob@example.com", invite_code=staff.invite_code)
     assert referral_of(bob).inviter == staff
     assert CreditAccount.objects.get(pk=staff.pk).balance == 50

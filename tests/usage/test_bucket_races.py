@@ -3,42 +3,27 @@ its own transaction on its own connection, all released at once, into an hour th
 yet (so they race to create it). ON CONFLICT DO UPDATE must turn every loser's INSERT into an
 increment: one bucket, every request counted once."""
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 
 from credits.gateway.models import UsageBucket
+from tests import concurrency
 from tests.factories import registered_user
 
 from .conftest import new_key, record, utc
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-THREADS = 40  # CI's PostgreSQL allows 100 connections: stay well under half
+THREADS = 20  # each holds a connection (tests/concurrency.py checks they are free)
 
 
 def run_together(jobs: list[Callable[[], Any]]) -> list[BaseException]:
-    barrier = threading.Barrier(len(jobs))
-    errors: list[BaseException] = []
-
-    def run(job: Callable[[], Any]) -> None:
-        try:
-            barrier.wait(timeout=30)
-            job()
-        except BaseException as exc:  # collected and asserted on by the test
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    return errors
+    """The jobs in as many threads released at once; the exceptions they raised."""
+    results = concurrency.run_together(len(jobs), lambda i: jobs[i]())
+    return [result for result in results if isinstance(result, BaseException)]
 
 
 @pytest.mark.parametrize("keyed", [True, False], ids=["keyed", "keyless"])

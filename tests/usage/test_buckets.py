@@ -159,7 +159,7 @@ from credits.models import CreditAccount
 from credits.gateway.models import UsageBucket, UsageRecord
 from accounts.models import ApiKey
 user = User.objects.create_user("lite@example.com", "pw-pw-pw-pw")
-account = CreditAccount.objects.create(user=user)
+account = CreditAccount.objects.get(user=user)  # opened with the user (credits/receivers.py)
 key = ApiKey.objects.create(user=user, name="k", prefix="p", digest="d" * 64)
 def add(rid, key, when, charged, p, c):
     UsageRecord.objects.create(request_id=rid, account=account, api_key=key, model="m",
