@@ -61,9 +61,14 @@ CORS_URLS_REGEX = r"^/api/.*$"
 CORS_ALLOW_HEADERS = (*cors_default_headers, "idempotency-key", "x-request-id")
 CORS_EXPOSE_HEADERS = ["Retry-After", "X-Credits-Remaining", "X-Request-ID"]
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT")
+# "Behind TLS" is what the load balancer says per request (X-Forwarded-Proto: https), not the
+# redirect setting: on such requests cookies are Secure (config.security.SecureCookiesMiddleware)
+# and HSTS is sent (SecurityMiddleware sends it on secure requests only).
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = SECURE_SSL_REDIRECT
 CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 # Bodies larger than this are refused with a 4xx before any view runs.
@@ -89,6 +94,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.security.SecureCookiesMiddleware",  # above sessions and CSRF: sees their cookies
     "config.observability.RequestIdMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
