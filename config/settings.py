@@ -186,6 +186,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "credits.payments.stripe_events_requeue_stale",
         "schedule": 300.0,
     },
+    "stripe-requeue-failed": {
+        "task": "credits.payments.stripe_events_requeue_failed",
+        "schedule": 3600.0,
+    },
 }
 
 # --- Auth and API ---------------------------------------------------------------------------
@@ -246,6 +250,8 @@ DASHBOARD_URL = os.environ.get("DASHBOARD_URL", "http://localhost:8000").rstrip(
 STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
 STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
 STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "")
+# Stripe's events can outgrow the site-wide 256 KB body bound (credits/payments/views.py).
+STRIPE_WEBHOOK_MAX_BYTES = env_int("STRIPE_WEBHOOK_MAX_BYTES", 2 * 1024 * 1024)
 # The ledger's append-only trigger refuses TRUNCATE unless the session sets this PostgreSQL
 # variable; only the test settings do, so Django's test flush can reset the database.
 LEDGER_TRUNCATE_GUC = "billing.allow_ledger_truncate"
