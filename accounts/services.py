@@ -6,8 +6,9 @@ commits or rolls back together with the user: a receiver that raises `Applicatio
 unknown invite code, say) leaves no user behind.
 """
 
+import math
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import password_validation
@@ -16,7 +17,7 @@ from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from config.errors import ApplicationError, NotFound
+from config.errors import ApplicationError, NotFound, Throttled
 
 from . import secrets
 from .models import ApiKey, User, normalize_email
@@ -106,6 +107,7 @@ def api_key_create(
                 f"({settings.MAX_KEYS_PER_USER}). Revoke one first.",
                 code="too_many_keys",
             )
+        _key_creation_check(user, now)
         key = ApiKey.objects.create(
             user=user,
             name=name,
@@ -115,6 +117,33 @@ def api_key_create(
             expires_at=expires_at,
         )
     return key, raw
+
+
+KEY_CREATION_WINDOW = timedelta(hours=1)
+
+
+def _key_creation_check(user: User, now: datetime) -> None:
+    """At most KEY_CREATIONS_PER_HOUR keys made in any rolling hour, revoked ones included.
+
+    Rate limits are counted per key: without this, revoking a key and making a new one on each
+    429 gave a fresh set of windows every time, multiplying the tier's limits by the number of
+    keys made. Counted under the caller's lock on the user row, so concurrent creations cannot
+    both see one slot left."""
+    limit = settings.KEY_CREATIONS_PER_HOUR
+    if limit <= 0:
+        return
+    made = list(
+        ApiKey.objects.filter(user=user, created_at__gt=now - KEY_CREATION_WINDOW)
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)[:limit]
+    )
+    if len(made) >= limit:
+        # The slot frees when the oldest of the last `limit` keys leaves the window.
+        frees_at = made[-1] + KEY_CREATION_WINDOW
+        raise Throttled(
+            f"At most {limit} API keys can be created per hour; try again later.",
+            retry_after=math.ceil((frees_at - now).total_seconds()),
+        )
 
 
 def api_key_revoke(*, user: User, key_id: uuid.UUID | str) -> ApiKey:

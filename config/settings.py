@@ -237,6 +237,9 @@ SPECTACULAR_SETTINGS = {
 # --- Product settings (CONTRACT.md, "Configuration") ----------------------------------------
 HOLD_TTL_SECONDS = env_int("HOLD_TTL_SECONDS", 660)
 MAX_KEYS_PER_USER = env_int("MAX_KEYS_PER_USER", 25)
+# Keys created per account in any rolling hour (revoked ones count): rate limits are per key, so
+# revoke-and-recreate must not reset them (accounts/services.py). 0 = no limit.
+KEY_CREATIONS_PER_HOUR = env_int("KEY_CREATIONS_PER_HOUR", 10)
 API_KEY_PREFIX = os.environ.get("API_KEY_PREFIX") or "sk-kimi-"  # empty: the default
 # Keys are recognised by shape (accounts/api_keys.py: a prefix of 1 to 24 characters before the
 # secret) and the shown prefix is stored in 32 characters (the prefix plus 8): a prefix outside
