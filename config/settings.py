@@ -163,7 +163,9 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's RedisCache with short socket timeouts and the process's circuit
+            # breaker (config/redis.py): a hung Redis must not hold a login for seconds.
+            "BACKEND": "config.redis.BreakerRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "billing",
         }
@@ -180,6 +182,10 @@ CELERY_TASK_ACKS_LATE = True  # a worker killed mid-task gets it redelivered: ta
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
+# Requests never publish in their own thread (config/broker.py); these bound how long the
+# publisher thread and the workers wait on a broker that hangs.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": 5, "socket_connect_timeout": 5}
+CELERY_BROKER_CONNECTION_TIMEOUT = 5
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "credits-sweep": {"task": "credits.tasks.sweep_expired", "schedule": 60.0},
     "stripe-requeue-stale": {

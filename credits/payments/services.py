@@ -29,7 +29,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
 from accounts.models import User
-from config import observability
+from config import broker, observability
 from config.errors import ApplicationError
 from config.text import storable
 from credits import clock
@@ -351,7 +351,8 @@ def _enqueue(event_id: str, *, retry: bool = True) -> None:
     from .tasks import stripe_event_process_task
 
     try:
-        stripe_event_process_task.delay(event_id, retry=retry)
+        # Off the request's thread: a hung broker must not hold Stripe's answer.
+        broker.publish_soon(stripe_event_process_task, event_id, retry=retry)
     except Exception:
         # The event is stored: staff can reprocess it; Stripe must still get its 2xx.
         logger.exception("Could not enqueue Stripe event %s; it stays unprocessed", event_id)
