@@ -186,6 +186,9 @@ CELERY_TIMEZONE = "UTC"
 # publisher thread and the workers wait on a broker that hangs.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": 5, "socket_connect_timeout": 5}
 CELERY_BROKER_CONNECTION_TIMEOUT = 5
+# Workers and beat write a heartbeat this often; /healthz calls one missing after three
+# intervals (config/heartbeat.py).
+HEARTBEAT_INTERVAL_SECONDS = float(os.environ.get("HEARTBEAT_INTERVAL_SECONDS") or 10)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "credits-sweep": {"task": "credits.tasks.sweep_expired", "schedule": 60.0},
     "stripe-requeue-stale": {
