@@ -135,7 +135,9 @@ if DATABASE_URL:
             # The hot path's own cursor (credits/gateway/backends.py `_call`) skips the check:
             # a lost connection there is a quick 503 and is replaced on the next call.
             DATABASE_URL,
-            conn_max_age=600,
+            # One connection per server thread, kept between requests: the threads are bounded
+            # (config/serve.py), so the connections are (README, "Sizing").
+            conn_max_age=env_int("DB_CONN_MAX_AGE", 600),
             conn_health_checks=True,
         )
     }
@@ -147,6 +149,22 @@ if DATABASE_URL:
         # cursors bind client-side and never prepare (Django turns preparing off by default for
         # poolers; behind PgBouncer in transaction mode, set its max_prepared_statements).
         DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 0
+        # Bounds on every session, so that no request, lock wait or forgotten transaction can
+        # hold a connection (and the rows it locked) for long: under a burst, waits pile up
+        # behind locks, and connections are the scarce resource (README, "Sizing").
+        # `reconcile_ledger` lifts the statement bound for its own snapshot. 0 turns one off.
+        DATABASES["default"]["OPTIONS"]["connect_timeout"] = env_int("DB_CONNECT_TIMEOUT", 5)
+        _session_bounds = {
+            "statement_timeout": env_int("DB_STATEMENT_TIMEOUT_MS", 30_000),
+            "lock_timeout": env_int("DB_LOCK_TIMEOUT_MS", 5_000),
+            "idle_in_transaction_session_timeout": env_int("DB_IDLE_IN_TRANSACTION_MS", 60_000),
+        }
+        DATABASES["default"]["OPTIONS"]["options"] = " ".join(
+            [
+                DATABASES["default"]["OPTIONS"].get("options", ""),
+                *(f"-c {name}={value}" for name, value in _session_bounds.items()),
+            ]
+        ).strip()
 else:
     DATABASES = {
         "default": {
