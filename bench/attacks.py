@@ -92,19 +92,8 @@ def start_service(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
     if args.legacy:
         # One listener for everything, granian's default threads, as the README used to say.
         commands = [
-            [
-                granian,
-                "--interface",
-                "wsgi",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(args.port),
-                "--workers",
-                "4",
-                "--no-ws",
-                "credits.gateway.wsgi:application",
-            ]
+            f"{granian} --interface wsgi --host 127.0.0.1 --port {args.port} --workers 4 "
+            "--no-ws credits.gateway.wsgi:application".split()
         ]
         args.internal_port = args.port
     else:
@@ -120,19 +109,9 @@ def start_service(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
         )
         for c in commands
     ]
-    import httpx
-
-    for port in {args.port, args.internal_port}:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the service did not come up")
-            time.sleep(0.3)
+    if not all(bench_gateway.wait_healthy(port, 60) for port in {args.port, args.internal_port}):
+        stop_service(servers)
+        raise SystemExit("the service did not come up")
     return servers
 
 
@@ -363,17 +342,7 @@ def main() -> None:
     servers: list[subprocess.Popen[bytes]] = []
     ok = True
     try:
-        cluster.ctl("start")
-        redis.start()
-        bench_gateway.reset_database()
-        subprocess.run(
-            [PYTHON, "manage.py", "migrate", "-v", "0"],
-            cwd=ROOT,
-            env=bench_gateway.environment(args, "bench.settings"),
-            check=True,
-        )
-        bench_gateway.django_setup(args)
-        keys, token = bench_gateway.seed(args)
+        keys, token = faults.start_and_seed(args, cluster, redis)
         from credits.models import Tier
 
         # The attacks measure capacity, not the per-key limits: no tier's limit may bind.

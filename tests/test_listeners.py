@@ -28,6 +28,7 @@ from django.db import connection
 from accounts.service_tokens import service_token_create
 from config.serve import command
 from tests.gateway.conftest import funded_customer
+from tests.processes import database_url, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET = 0.25
@@ -37,21 +38,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(connection.vendor != "postgresql", reason="production settings"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
-    return (
-        f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
-        f"/{db['NAME']}"
-    )
 
 
 @dataclass
@@ -94,12 +80,12 @@ def _healthz(port: int, timeout: float) -> int:
 def service(transactional_db: None, tmp_path: Path) -> Iterator[Service]:
     customer = funded_customer(20_000)  # tier 10,000+: 500 a minute
     _, token = service_token_create(name=f"listeners-{uuid4().hex[:6]}")
-    public, internal = _free_port(), _free_port()
+    public, internal = free_port(), free_port()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "SECRET_KEY": "test-only",
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "CELERY_BROKER_URL": "",
         "ALLOWED_HOSTS": "127.0.0.1",

@@ -2,13 +2,13 @@
 wait and a transaction left idle all end on their own, so a burst cannot leave connections and
 row locks held for minutes."""
 
-import threading
 import time
 
 import pytest
-from django.db import OperationalError, connection, connections, transaction
+from django.db import OperationalError, connection, transaction
 
 from credits.models import CreditAccount
+from tests.concurrency import locked_elsewhere
 from tests.credits.conftest import funded_user
 
 pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL settings")
@@ -31,26 +31,9 @@ def test_sessions_carry_the_statement_lock_and_idle_transaction_bounds() -> None
 @pytest.mark.django_db(transaction=True)
 def test_a_lock_wait_ends_at_the_lock_timeout_instead_of_waiting_for_the_holder() -> None:
     user = funded_user((10, None))
-    locked, release = threading.Event(), threading.Event()
-
-    def hold_the_account() -> None:
-        try:
-            with transaction.atomic():
-                CreditAccount.objects.select_for_update().get(pk=user.pk)
-                locked.set()
-                release.wait(timeout=20)
-        finally:
-            connections.close_all()
-
-    holder = threading.Thread(target=hold_the_account)
-    holder.start()
-    try:
-        assert locked.wait(timeout=10)
+    with locked_elsewhere(CreditAccount.objects.filter(pk=user.pk), at_most=20):
         started = time.monotonic()
         with pytest.raises(OperationalError, match="lock timeout"), transaction.atomic():
             CreditAccount.objects.select_for_update().get(pk=user.pk)
         waited = time.monotonic() - started
-    finally:
-        release.set()
-        holder.join(timeout=30)
     assert 4.0 < waited < 8.0, waited

@@ -4,15 +4,15 @@ an account of any size."""
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 
 from credits import reconciliation, services
 from credits.models import CreditAccount, LedgerEntry
 from credits.reconciliation import reconcile
+from tests.concurrency import locked_elsewhere
 from tests.credits.conftest import funded_user
 
 pytestmark = [
@@ -21,36 +21,12 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def account_locked_elsewhere() -> Iterator[Any]:
-    """Another connection holds the account row lock, as every money operation does while it
-    runs, for up to 5 s."""
+def test_reconcile_does_not_wait_for_a_money_operation_in_progress() -> None:
     user = funded_user((10, None))
-    locked, release = threading.Event(), threading.Event()
-
-    def hold_the_lock() -> None:
-        try:
-            with transaction.atomic():
-                CreditAccount.objects.select_for_update().get(pk=user.pk)
-                locked.set()
-                release.wait(timeout=5)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=hold_the_lock)
-    thread.start()
-    assert locked.wait(timeout=10)
-    yield user
-    release.set()
-    thread.join(timeout=10)
-
-
-def test_reconcile_does_not_wait_for_a_money_operation_in_progress(
-    account_locked_elsewhere: Any,
-) -> None:
-    started = time.monotonic()
-    found = reconcile()
-    elapsed = time.monotonic() - started
+    with locked_elsewhere(CreditAccount.objects.filter(pk=user.pk), at_most=5):
+        started = time.monotonic()
+        found = reconcile()
+        elapsed = time.monotonic() - started
 
     assert found == []
     assert elapsed < 2.5, f"reconcile waited {elapsed:.1f} s for the account lock"

@@ -5,7 +5,6 @@ while, and task publishing off the request's thread."""
 
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -19,23 +18,18 @@ from django.test import Client, override_settings
 
 from config import broker
 from config.redis import BREAKER_FAILURES, RedisLane, breaker, get_redis
+from tests.processes import free_port
 
 from .conftest import Person
 
 BUDGET = 0.25  # the gateway's time budget for authorize (CONTRACT.md)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def hung_redis(tmp_path: Path) -> Iterator[str]:
     """A real redis-server on a free loopback port, then frozen (SIGSTOP): connections are
     accepted by the kernel and never answered. Thawed and stopped at the end."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [
             "redis-server",
