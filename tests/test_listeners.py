@@ -210,9 +210,12 @@ def test_a_burst_opens_no_more_connections_than_threads_and_the_service_recovers
 
     def watch() -> None:
         nonlocal peak
-        while not stop.is_set():
-            peak = max(peak, _server_connections())
-            time.sleep(0.05)
+        try:
+            while not stop.is_set():
+                peak = max(peak, _server_connections())
+                time.sleep(0.05)
+        finally:
+            connection.close()  # this thread's own
 
     watcher = threading.Thread(target=watch)
     watcher.start()
