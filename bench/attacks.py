@@ -1,6 +1,6 @@
 """Attacks on the running service, kept as a regression bench (issue 15, items 3 and 4).
 
-    .venv/bin/python bench/attacks.py                  # both attacks, about 1.5 minutes
+    .venv/bin/python bench/attacks.py                  # the three attacks, about 2.5 minutes
     .venv/bin/python bench/attacks.py --legacy         # the same against the old set-up
 
 Loopback only, with its own throwaway PostgreSQL cluster (initdb, port `--pg-port`, default
@@ -22,9 +22,15 @@ worker) and 4 workers, as before the fix.
   internal listener and `/healthz` on the public one. Printed: latency percentiles and failures
   of each probe.
 
-It measures and prints; the exit status is 1 if the probes after the burst, or the
-authorizations during the slow-client attack, had any error or answered slower than 250 ms
-at p99.
+- **reconcile under load**: `--entries` (1,000,000) ledger entries are added to one account
+  (one INSERT ... SELECT), then `reconcile()` runs over the whole ledger while one client
+  calls authorize+settle on that account's keys. Printed: the reconcile's duration and
+  discrepancies, and the calls' latency meanwhile (before issue 15, reconcile held the
+  account's row lock while it read its entries: 64 s for 4 million, and authorize waited).
+
+It measures and prints; the exit status is 1 if the probes after the burst, the
+authorizations during the slow-client attack or during the reconcile had any error or
+answered slower than 250 ms at p99, or the reconcile found a discrepancy.
 """
 
 import argparse
@@ -58,13 +64,16 @@ BUDGET = 0.25
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--legacy", action="store_true", help="the set-up before the fix")
-    parser.add_argument("--attacks", default="burst,slow")
+    parser.add_argument("--attacks", default="burst,slow,reconcile")
     parser.add_argument("--clients", type=int, default=300)
     parser.add_argument("--burst", type=float, default=15.0)
     parser.add_argument("--probe", type=float, default=10.0)
     parser.add_argument("--slow", type=int, default=300)
     parser.add_argument("--idle", type=int, default=300)
     parser.add_argument("--hold", type=float, default=15.0)
+    parser.add_argument(
+        "--entries", type=int, default=1_000_000, help="entries added for the reconcile attack"
+    )
     parser.add_argument("--threads", type=int, default=6)
     parser.add_argument("--accounts", type=int, default=20)
     parser.add_argument("--keys", type=int, default=5)
@@ -333,6 +342,79 @@ async def slow_clients(args: argparse.Namespace, token: str, keys: list[str]) ->
     return pair_errors == 0 and bool(pairs) and percentile(pairs, 0.99) < BUDGET
 
 
+def _grow_account(email: str, entries: int) -> None:
+    """Give the account `entries` more ledger entries (one lot, one +1 grant each), written
+    with one INSERT ... SELECT generate_series, consistent with its balance and lot."""
+    from django.db import connection, transaction
+    from django.db.models import F
+
+    from credits import clock
+    from credits.models import CreditAccount, Lot, LotSource
+
+    with transaction.atomic():
+        account = CreditAccount.objects.select_for_update().get(user__email=email)
+        lot = Lot.objects.create(
+            account=account,
+            source=LotSource.ADJUSTMENT,
+            granted=entries,
+            remaining=entries,
+            created_at=clock.now(),
+        )
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL statement_timeout = 0")  # a bulk load, not a request
+            cursor.execute(
+                "INSERT INTO credits_ledgerentry (account_id, lot_id, kind, amount, "
+                "balance_after, idempotency_key, reference, reason, created_at) "
+                "SELECT %s, %s, 'grant', 1, %s + g, 'bench-grow:' || %s || ':' || g, '', '', "
+                "now() FROM generate_series(1, %s) AS g",
+                [account.pk, lot.pk, account.balance, lot.pk, entries],
+            )
+        CreditAccount.objects.filter(pk=account.pk).update(balance=F("balance") + entries)
+
+
+async def reconcile_under_load(args: argparse.Namespace, token: str, keys: list[str]) -> bool:
+    """reconcile() over the whole ledger while the gateway authorizes on its largest account."""
+    from credits.reconciliation import reconcile
+
+    started = time.monotonic()
+    await asyncio.to_thread(_grow_account, "bench0@example.com", args.entries)
+    grown = time.monotonic() - started
+
+    def timed_reconcile() -> tuple[float, int]:
+        from django.db import connection
+
+        try:
+            began = time.monotonic()
+            found = reconcile()
+            return time.monotonic() - began, len(found)
+        finally:
+            connection.close()
+
+    running = asyncio.ensure_future(asyncio.to_thread(timed_reconcile))
+    conn = Conn(args.internal_port, token)
+    pairs: list[float] = []
+    errors = 0
+    while not running.done():
+        try:
+            # keys[0..keys-1] are bench0's: the account being reconciled.
+            pairs.append(await pair(conn, keys[len(pairs) % args.keys]))
+        except Exception:
+            errors += 1
+        await asyncio.sleep(0.02)
+    conn.close()
+    took, found = await running
+    print(
+        f"reconcile: {args.entries:,} entries added to one account in {grown:.1f} s; "
+        f"reconcile() took {took:.1f} s, {found} discrepancies"
+    )
+    print(
+        f"  authorize+settle on that account meanwhile: {len(pairs)} ok, {errors} failed; "
+        f"p50 {percentile(pairs, 0.5) * 1000:.1f} ms, p99 {percentile(pairs, 0.99) * 1000:.1f} "
+        f"ms, max {max(pairs, default=0) * 1000:.1f} ms"
+    )
+    return found == 0 and errors == 0 and bool(pairs) and percentile(pairs, 0.99) < BUDGET
+
+
 def main() -> None:
     args = parse_args()
     faults.use_private_services(args)
@@ -364,7 +446,11 @@ def main() -> None:
             )
         )
         for name in args.attacks.split(","):
-            attack = {"burst": burst_then_probe, "slow": slow_clients}[name]
+            attack = {
+                "burst": burst_then_probe,
+                "slow": slow_clients,
+                "reconcile": reconcile_under_load,
+            }[name]
             ok = asyncio.run(attack(args, token, keys)) and ok
     finally:
         stop_service(servers)
