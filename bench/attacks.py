@@ -425,7 +425,7 @@ def main() -> None:
     ok = True
     try:
         keys, token = faults.start_and_seed(args, cluster, redis)
-        from credits.models import Tier
+        from credits.gateway.models import Tier
 
         # The attacks measure capacity, not the per-key limits: no tier's limit may bind.
         Tier.objects.update(

@@ -9,12 +9,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from credits.models.payments import PurchaseStatus, StripeEvent, StripeEventStatus
 from django.conf import settings
 from django.test import Client, override_settings
 
 from credits import clock
 from credits.payments import services
+from credits.payments.models import PurchaseStatus, StripeEvent, StripeEventStatus
 from credits.payments.tasks import stripe_events_requeue_failed_task
 from credits.reconciliation import reconcile
 from tests.factories import registered_user
