@@ -358,8 +358,11 @@ class ApiKeysApi(APIView):
             **error_responses(
                 400,
                 401,
+                429,
                 s400="invalid_json, missing_field, invalid_request (name too long, "
                 "expires_at not in the future), too_many_keys",
+                s429="throttled: KEY_CREATIONS_PER_HOUR keys were made in the last hour; "
+                "see Retry-After",
             ),
         },
         tags=["api keys"],

@@ -10,8 +10,9 @@ EMAIL_VERIFICATION=off), after the mailbox has been claimed there. Mail is writt
 outbox (`accounts.mail`) in the same transactions and sent after commit.
 """
 
+import math
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from disposable_email_domains import blocklist as DISPOSABLE_DOMAINS
 from django.conf import settings
@@ -22,7 +23,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from knox.models import AuthToken
 
-from config.errors import ApplicationError, NotFound
+from config.errors import ApplicationError, NotFound, Throttled
 
 from . import secrets
 from .login_sessions import login_sessions_end_all
@@ -386,6 +387,7 @@ def api_key_create(
                 f"({settings.MAX_KEYS_PER_USER}). Revoke one first.",
                 code="too_many_keys",
             )
+        _key_creation_check(user, now)
         key = ApiKey.objects.create(
             user=user,
             name=name,
@@ -395,6 +397,33 @@ def api_key_create(
             expires_at=expires_at,
         )
     return key, raw
+
+
+KEY_CREATION_WINDOW = timedelta(hours=1)
+
+
+def _key_creation_check(user: User, now: datetime) -> None:
+    """At most KEY_CREATIONS_PER_HOUR keys made in any rolling hour, revoked ones included.
+
+    Rate limits are counted per key: without this, revoking a key and making a new one on each
+    429 gave a fresh set of windows every time, multiplying the tier's limits by the number of
+    keys made. Counted under the caller's lock on the user row, so concurrent creations cannot
+    both see one slot left."""
+    limit = settings.KEY_CREATIONS_PER_HOUR
+    if limit <= 0:
+        return
+    made = list(
+        ApiKey.objects.filter(user=user, created_at__gt=now - KEY_CREATION_WINDOW)
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)[:limit]
+    )
+    if len(made) >= limit:
+        # The slot frees when the oldest of the last `limit` keys leaves the window.
+        frees_at = made[-1] + KEY_CREATION_WINDOW
+        raise Throttled(
+            f"At most {limit} API keys can be created per hour; try again later.",
+            retry_after=math.ceil((frees_at - now).total_seconds()),
+        )
 
 
 def api_key_revoke(*, user: User, key_id: uuid.UUID | str) -> ApiKey:

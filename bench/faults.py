@@ -514,6 +514,23 @@ def verify(scenarios: list[Scenario]) -> bool:
     return ok and adds_up and not discrepancies
 
 
+def start_and_seed(
+    args: argparse.Namespace, cluster: Cluster, redis: RedisServer
+) -> tuple[list[str], str]:
+    """Start the private cluster and Redis, migrate the bench database, seed it."""
+    cluster.ctl("start")
+    redis.start()
+    bench_gateway.reset_database()
+    subprocess.run(
+        [PYTHON, "manage.py", "migrate", "-v", "0"],
+        cwd=ROOT,
+        env=bench_gateway.environment(args, "bench.settings"),
+        check=True,
+    )
+    bench_gateway.django_setup(args)
+    return bench_gateway.seed(args)
+
+
 def main() -> None:
     args = parse_args()
     use_private_services(args)
@@ -521,17 +538,7 @@ def main() -> None:
     redis = RedisServer(args.redis_port)
     server = None
     try:
-        cluster.ctl("start")
-        redis.start()
-        bench_gateway.reset_database()
-        subprocess.run(
-            [PYTHON, "manage.py", "migrate", "-v", "0"],
-            cwd=ROOT,
-            env=bench_gateway.environment(args, "bench.settings"),
-            check=True,
-        )
-        bench_gateway.django_setup(args)
-        keys, token = bench_gateway.seed(args)
+        keys, token = start_and_seed(args, cluster, redis)
         server = bench_gateway.start_server(args)
         print(
             f"faults: gunicorn {args.workers} workers x {args.threads} threads on "

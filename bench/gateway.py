@@ -184,18 +184,25 @@ def start_server(args: argparse.Namespace) -> subprocess.Popen[bytes]:
         ]
     command[-1:-1] = args.server_args.split()  # before the application's path
     server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
-    deadline = time.monotonic() + 30
+    if not wait_healthy(args.port, timeout=30):
+        stop_server(server)
+        raise SystemExit("the server did not come up")
+    return server
+
+
+def wait_healthy(port: int, timeout: float) -> bool:
+    """Whether `/healthz` on `port` answered 200 within `timeout` seconds."""
     import httpx
 
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{args.port}/healthz", timeout=1).status_code == 200:
-                return server
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return True
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    stop_server(server)
-    raise SystemExit("the server did not come up")
+    return False
 
 
 def stop_server(server: subprocess.Popen[bytes]) -> None:

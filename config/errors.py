@@ -43,6 +43,17 @@ class ApplicationError(Exception):
         self.field = field
 
 
+class Throttled(ApplicationError):
+    """429 `throttled`, with `Retry-After` (whole seconds, at least 1)."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "throttled"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+
 class NotFound(ApplicationError):
     status_code = status.HTTP_404_NOT_FOUND
     code = "not_found"
@@ -96,7 +107,9 @@ _STATUS_CODES = {
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
-        return Response(error_body(exc.code, exc.message, exc.field), status=exc.status_code)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Throttled) else None
+        body = error_body(exc.code, exc.message, exc.field)
+        return Response(body, status=exc.status_code, headers=headers)
     if isinstance(exc, OperationalError | InterfaceError):
         # The database is unreachable (or went away mid-request): a retryable 503, as the
         # internal API answers, rather than a 500 that reads like a bug. Nothing was written:

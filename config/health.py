@@ -1,4 +1,14 @@
-"""Liveness of what the service depends on, for load balancers (`GET /healthz`)."""
+"""Health of the service, for load balancers and orchestrators.
+
+- `GET /livez` (liveness): the process answers. No dependency is checked: restarting a web
+  process because PostgreSQL or Redis is away would not bring them back.
+- `GET /readyz` and `GET /healthz` (readiness, what load balancers probe): 503 only for what
+  really stops service, the database. Redis is used for rate limits, throttles and the broker,
+  and the service works without it (the limiter fails open, throttles count in-process, tasks
+  wait in the database), so a Redis outage is reported as `degraded` with a 200: pulling every
+  node out of the pool for it would turn a degradation into an outage. Celery workers and beat
+  are reported from their heartbeats (config/heartbeat.py), also as `degraded`.
+"""
 
 import logging
 
@@ -6,7 +16,11 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
+from config.heartbeat import celery_status
+
 logger = logging.getLogger(__name__)
+
+ESSENTIAL = ("database",)
 
 
 def check_health() -> dict[str, str]:
@@ -25,15 +39,25 @@ def check_health() -> dict[str, str]:
             get_redis().ping()
             checks["redis"] = "ok"
         except Exception:
-            logger.exception("health check: redis unreachable")
+            logger.warning("health check: redis unreachable", exc_info=True)
             checks["redis"] = "unreachable"
+    checks.update(celery_status())
     return checks
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
-    """200 when every dependency answers, 503 otherwise; the body says which one failed."""
+    """200 `ok` when everything answers, 200 `degraded` when only what the service can work
+    without is away (Redis, Celery), 503 `unavailable` when the database is; the body names
+    each check."""
     checks = check_health()
-    ok = all(value == "ok" for value in checks.values())
-    return JsonResponse(
-        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
-    )
+    if any(checks[name] != "ok" for name in ESSENTIAL):
+        status, code = "unavailable", 503
+    elif any(value != "ok" for value in checks.values()):
+        status, code = "degraded", 200
+    else:
+        status, code = "ok", 200
+    return JsonResponse({"status": status, "checks": checks}, status=code)
+
+
+def livez(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})

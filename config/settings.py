@@ -64,9 +64,14 @@ CORS_URLS_REGEX = r"^/api/.*$"
 CORS_ALLOW_HEADERS = (*cors_default_headers, "idempotency-key", "x-request-id")
 CORS_EXPOSE_HEADERS = ["Retry-After", "X-Credits-Remaining", "X-Request-ID"]
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT")
+# "Behind TLS" is what the load balancer says per request (X-Forwarded-Proto: https), not the
+# redirect setting: on such requests cookies are Secure (config.security.SecureCookiesMiddleware)
+# and HSTS is sent (SecurityMiddleware sends it on secure requests only).
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = SECURE_SSL_REDIRECT
 CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 # Bodies larger than this are refused with a 4xx before any view runs.
@@ -95,6 +100,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.security.SecureCookiesMiddleware",  # above sessions and CSRF: sees their cookies
     "config.observability.RequestIdMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -137,7 +143,9 @@ if DATABASE_URL:
             # The hot path's own cursor (credits/gateway/backends.py `_call`) skips the check:
             # a lost connection there is a quick 503 and is replaced on the next call.
             DATABASE_URL,
-            conn_max_age=600,
+            # One connection per server thread, kept between requests: the threads are bounded
+            # (config/serve.py), so the connections are (README, "Sizing").
+            conn_max_age=env_int("DB_CONN_MAX_AGE", 600),
             conn_health_checks=True,
         )
     }
@@ -149,6 +157,22 @@ if DATABASE_URL:
         # cursors bind client-side and never prepare (Django turns preparing off by default for
         # poolers; behind PgBouncer in transaction mode, set its max_prepared_statements).
         DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 0
+        # Bounds on every session, so that no request, lock wait or forgotten transaction can
+        # hold a connection (and the rows it locked) for long: under a burst, waits pile up
+        # behind locks, and connections are the scarce resource (README, "Sizing").
+        # `reconcile_ledger` lifts the statement bound for its own snapshot. 0 turns one off.
+        DATABASES["default"]["OPTIONS"]["connect_timeout"] = env_int("DB_CONNECT_TIMEOUT", 5)
+        _session_bounds = {
+            "statement_timeout": env_int("DB_STATEMENT_TIMEOUT_MS", 30_000),
+            "lock_timeout": env_int("DB_LOCK_TIMEOUT_MS", 5_000),
+            "idle_in_transaction_session_timeout": env_int("DB_IDLE_IN_TRANSACTION_MS", 60_000),
+        }
+        DATABASES["default"]["OPTIONS"]["options"] = " ".join(
+            [
+                DATABASES["default"]["OPTIONS"].get("options", ""),
+                *(f"-c {name}={value}" for name, value in _session_bounds.items()),
+            ]
+        ).strip()
 else:
     DATABASES = {
         "default": {
@@ -165,7 +189,9 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's RedisCache with short socket timeouts and the process's circuit
+            # breaker (config/redis.py): a hung Redis must not hold a login for seconds.
+            "BACKEND": "config.redis.BreakerRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "billing",
         }
@@ -189,6 +215,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # than replacing the root logger's handlers with Celery's own format.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
+# Requests never publish in their own thread (config/broker.py); these bound how long the
+# publisher thread and the workers wait on a broker that hangs.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": 5, "socket_connect_timeout": 5}
+CELERY_BROKER_CONNECTION_TIMEOUT = 5
+# Workers and beat write a heartbeat this often; /healthz calls one missing after three
+# intervals (config/heartbeat.py).
+HEARTBEAT_INTERVAL_SECONDS = float(os.environ.get("HEARTBEAT_INTERVAL_SECONDS") or 10)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "credits-sweep": {"task": "credits.tasks.sweep_expired", "schedule": 60.0},
     "stripe-requeue-stale": {
@@ -197,6 +230,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
     # Mail whose after-commit kick was lost (broker down) or whose send failed and is due again.
     "outbound-email-sweep": {"task": "accounts.tasks.outbound_email_sweep", "schedule": 60.0},
+    "stripe-requeue-failed": {
+        "task": "credits.payments.stripe_events_requeue_failed",
+        "schedule": 3600.0,
+    },
 }
 
 # --- Auth and API ---------------------------------------------------------------------------
@@ -216,7 +253,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["config.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
     # Scopes of accounts/throttles.py. `login` counts a client address and email together,
@@ -267,6 +304,9 @@ SPECTACULAR_SETTINGS = {
 # --- Product settings (CONTRACT.md, "Configuration") ----------------------------------------
 HOLD_TTL_SECONDS = env_int("HOLD_TTL_SECONDS", 660)
 MAX_KEYS_PER_USER = env_int("MAX_KEYS_PER_USER", 25)
+# Keys created per account in any rolling hour (revoked ones count): rate limits are per key, so
+# revoke-and-recreate must not reset them (accounts/services.py). 0 = no limit.
+KEY_CREATIONS_PER_HOUR = env_int("KEY_CREATIONS_PER_HOUR", 10)
 API_KEY_PREFIX = os.environ.get("API_KEY_PREFIX") or "sk-kimi-"  # empty: the default
 # Keys are recognised by shape (accounts/api_keys.py: a prefix of 1 to 24 characters before the
 # secret) and the shown prefix is stored in 32 characters (the prefix plus 8): a prefix outside
@@ -309,6 +349,8 @@ DASHBOARD_URL = os.environ.get("DASHBOARD_URL", "http://localhost:8000").rstrip(
 STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
 STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
 STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "")
+# Stripe's events can outgrow the site-wide 256 KB body bound (credits/payments/views.py).
+STRIPE_WEBHOOK_MAX_BYTES = env_int("STRIPE_WEBHOOK_MAX_BYTES", 2 * 1024 * 1024)
 # The ledger's append-only trigger refuses TRUNCATE unless the session sets this PostgreSQL
 # variable; only the test settings do, so Django's test flush can reset the database.
 LEDGER_TRUNCATE_GUC = "billing.allow_ledger_truncate"

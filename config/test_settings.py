@@ -19,5 +19,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     # Django's test flush TRUNCATEs every table between transactional tests; the ledger's
     # append-only trigger lets TRUNCATE through only for sessions that set this variable.
-    DATABASES["default"].setdefault("OPTIONS", {})["options"] = f"-c {LEDGER_TRUNCATE_GUC}=on"
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["options"] = f"{_options.get('options', '')} -c {LEDGER_TRUNCATE_GUC}=on".strip()
     DATABASES["default"]["CONN_MAX_AGE"] = 0

@@ -6,12 +6,14 @@ fails with a confusing "too many clients" deep in one thread, so each helper fir
 the server has enough free and skips with a message that says so when it has not.
 """
 
+import contextlib
 import threading
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models import QuerySet
 
 # Connections kept free for the test's own connection, Celery or live-server threads, and others.
 CONNECTION_MARGIN = 5
@@ -70,3 +72,28 @@ def run_together(threads: int, work: Callable[[int], T]) -> list[T | BaseExcepti
         thread.join(timeout=120)
     assert not any(thread.is_alive() for thread in pool), "a thread is stuck"
     return results
+
+
+@contextlib.contextmanager
+def locked_elsewhere(queryset: QuerySet[Any], *, at_most: float) -> Iterator[None]:
+    """Another connection holds `SELECT ... FOR UPDATE` on `queryset`'s rows, as a money
+    operation does while it runs, until the block ends (or `at_most` seconds have passed)."""
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                list(queryset.select_for_update())
+                locked.set()
+                release.wait(timeout=at_most)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert locked.wait(timeout=10), "the lock was not taken"
+        yield
+    finally:
+        release.set()
+        holder.join(timeout=30)

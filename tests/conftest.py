@@ -11,3 +11,14 @@ def _reset_clock() -> Iterator[None]:
     clock.reset()
     yield
     clock.reset()
+
+
+@pytest.fixture(autouse=True)
+def _close_redis_breaker() -> Iterator[None]:
+    """The Redis circuit breaker is per process: a test that met a dead or hung Redis must not
+    leave it open for the next one."""
+    from config.redis import breaker
+
+    breaker.reset()
+    yield
+    breaker.reset()

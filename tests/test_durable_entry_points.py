@@ -1,6 +1,9 @@
 """The entry points of money-moving work open their own durable transaction
 (`transaction.atomic(durable=True)`): called inside someone else's transaction they refuse at
-once, instead of committing as part of a transaction that may still roll back."""
+once, instead of committing as part of a transaction that may still roll back.
+
+Reconciliation is not one of them: it writes nothing and reads one snapshot, the caller's when it
+runs inside a transaction (the property tests call it inside theirs)."""
 
 from collections.abc import Callable
 from datetime import timedelta
@@ -11,14 +14,13 @@ import pytest
 from django.db import transaction
 
 from accounts.models import User
-from credits import clock, reconciliation, services
+from credits import clock, services
 from credits.gateway import backends
 from credits.payments import services as payments
 from tests.factories import UserFactory
 
 ENTRY_POINTS: dict[str, Callable[[Any], object]] = {
     "sweep of one account": lambda user: services.account_settle_due(user_id=user.pk),
-    "reconciliation": lambda user: reconciliation.reconcile([user.pk]),
     "gateway hold (services)": lambda user: backends.ServicesBackend().hold(
         request_id=f"req-{uuid4()}",
         key_id=str(uuid4()),

@@ -31,14 +31,25 @@ def test_healthz_is_200_when_the_database_and_redis_answer(client: Client) -> No
 
 
 @pytest.mark.usefixtures("redis_client_reset")
-def test_healthz_is_503_when_the_configured_redis_is_unreachable(client: Client) -> None:
+def test_healthz_is_200_degraded_when_the_configured_redis_is_unreachable(client: Client) -> None:
+    """The service works without Redis (the limiter fails open, throttles count in-process):
+    a load balancer must not pull every node for it (issue 15, item 6)."""
     with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):  # nothing listens on port 1
-        response = client.get("/healthz")
-    assert response.status_code == 503
-    assert response.json() == {
-        "status": "unavailable",
-        "checks": {"database": "ok", "redis": "unreachable"},
-    }
+        healthz = client.get("/healthz")
+        readyz = client.get("/readyz")
+    for response in (healthz, readyz):
+        assert response.status_code == 200
+        assert response.json() == {
+            "status": "degraded",
+            "checks": {"database": "ok", "redis": "unreachable"},
+        }
+
+
+def test_livez_checks_no_dependency(client: Client) -> None:
+    with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
+        response = client.get("/livez")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
 
 
 @pytest.mark.usefixtures("redis_client_reset")

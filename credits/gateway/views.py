@@ -30,6 +30,7 @@ from django.db import InterfaceError, OperationalError
 from accounts import secrets
 from accounts.api_keys import api_key_is_well_formed
 from config import observability
+from config.parsers import TOO_DEEP_MESSAGE
 from config.text import made_storable, storable
 from credits import clock
 
@@ -64,6 +65,9 @@ def _body(call: Call) -> dict[str, Any]:
         ) from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("The body must be a JSON object.") from exc
+    except RecursionError as exc:
+        # Nested deeper than `json.loads` recurses: not a ValueError, and a 500 without this.
+        raise BadRequest(TOO_DEEP_MESSAGE) from exc
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object.")
     return body

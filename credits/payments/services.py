@@ -18,6 +18,7 @@ handler never loses an event:
 import json
 import logging
 import math
+import time
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,7 +29,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
 from accounts.models import User
-from config import observability
+from config import broker, observability
 from config.errors import ApplicationError
 from config.text import storable
 from credits import clock
@@ -224,6 +225,14 @@ def stripe_event_verify(*, payload: bytes, signature: str | None) -> dict[str, A
         # an object (a list, a number): stripe's Event constructor calls `.get` on it.
         # RecursionError: JSON nested deeper than the parser goes.
         raise ApplicationError("The body is not a Stripe event.", code="invalid_payload") from exc
+    if _signature_timestamp(signature) > time.time() + WEBHOOK_TOLERANCE_SECONDS:
+        # stripe's check is one-sided (older than the tolerance): a signature dated in the
+        # future would stay replayable until long after it was made. Stripe signs at sending
+        # time, so only a wrong clock (ours or an attacker's choice) gets here.
+        raise ApplicationError(
+            "The Stripe signature is dated more than 300 seconds in the future.",
+            code="invalid_signature",
+        )
     event = json.loads(payload)
     data = event.get("data") if isinstance(event, dict) else None
     if (
@@ -237,6 +246,15 @@ def stripe_event_verify(*, payload: bytes, signature: str | None) -> dict[str, A
         raise ApplicationError("The body is not a Stripe event.", code="invalid_payload")
     _stripe_event_check_storable(event)
     return event
+
+
+def _signature_timestamp(signature: str) -> int:
+    """The `t=` of a Stripe-Signature header that stripe has verified (so it is there)."""
+    for item in signature.split(","):
+        name, _, value = item.strip().partition("=")
+        if name == "t":
+            return int(value)
+    raise AssertionError("a verified Stripe-Signature header has a timestamp")
 
 
 EVENT_ID_MAX_LENGTH = StripeEvent._meta.get_field("event_id").max_length or 255
@@ -329,11 +347,12 @@ def stripe_event_record(*, event: dict[str, Any]) -> tuple[StripeEvent, bool]:
     return stored, created
 
 
-def _enqueue(event_id: str) -> None:
+def _enqueue(event_id: str, *, retry: bool = True) -> None:
     from .tasks import stripe_event_process_task
 
     try:
-        stripe_event_process_task.delay(event_id)
+        # Off the request's thread: a hung broker must not hold Stripe's answer.
+        broker.publish_soon(stripe_event_process_task, event_id, retry=retry)
     except Exception:
         # The event is stored: staff can reprocess it; Stripe must still get its 2xx.
         logger.exception("Could not enqueue Stripe event %s; it stays unprocessed", event_id)
@@ -382,6 +401,52 @@ def stripe_events_requeue_stale(*, limit: int = 500) -> list[str]:
     for event_id in stale:
         _enqueue(event_id)
     return stale
+
+
+# Failed events Celery has given up on (its 8 retries span about 42 minutes) are tried again
+# once an hour, for 30 days: a refund or dispute whose payment is not known yet would otherwise
+# stay failed for good, and the credits it claws back stay spendable.
+LONG_TAIL_AFTER = timedelta(hours=1)
+LONG_TAIL_FOR = timedelta(days=30)
+alerts = logging.getLogger("credits.payments.alerts")
+
+
+def stripe_events_requeue_failed(*, limit: int = 500) -> list[str]:
+    """Enqueue once more (one attempt each, no Celery retries) every event that is still failed
+    `LONG_TAIL_AFTER` after it arrived and not older than `LONG_TAIL_FOR`, and alert staff about
+    each of them (an ERROR on the `credits.payments.alerts` logger, every run until it is fixed;
+    an event past `LONG_TAIL_FOR` is named once more as given up)."""
+    now = clock.now()
+    failed = StripeEvent.objects.filter(
+        status=StripeEventStatus.FAILED, received_at__lte=now - LONG_TAIL_AFTER
+    ).order_by("received_at")
+    due = list(
+        failed.filter(received_at__gt=now - LONG_TAIL_FOR).values_list(
+            "event_id", "type", "attempts", "error"
+        )[:limit]
+    )
+    for event_id, event_type, attempts, error in due:
+        alerts.error(
+            "Stripe event %s (%s) has failed %d times and is retried hourly; "
+            "staff: fix its cause or reprocess it in the admin. Last error: %s",
+            event_id,
+            event_type,
+            attempts,
+            error[:200],
+        )
+        _enqueue(event_id, retry=False)
+    # Given up on in the hour after the window closed: named once, then left to staff.
+    for event_id, event_type in failed.filter(
+        received_at__lte=now - LONG_TAIL_FOR,
+        received_at__gt=now - LONG_TAIL_FOR - LONG_TAIL_AFTER,
+    ).values_list("event_id", "type")[:limit]:
+        alerts.critical(
+            "Stripe event %s (%s) is no longer retried after %d days: reprocess it by hand.",
+            event_id,
+            event_type,
+            LONG_TAIL_FOR.days,
+        )
+    return [event_id for event_id, *_ in due]
 
 
 def stripe_events_reprocess(*, event_ids: list[str]) -> dict[str, str]:

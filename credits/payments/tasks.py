@@ -22,9 +22,10 @@ MAX_RETRIES = 8
     ignore_result=True,
     max_retries=MAX_RETRIES,
 )
-def stripe_event_process_task(self: Task, event_id: str) -> str:
+def stripe_event_process_task(self: Task, event_id: str, retry: bool = True) -> str:
     event = services.stripe_event_process(event_id=event_id)
-    if event.status == StripeEventStatus.FAILED and not self.request.is_eager:
+    # `retry=False`: one attempt of the hourly long tail (stripe_events_requeue_failed).
+    if event.status == StripeEventStatus.FAILED and retry and not self.request.is_eager:
         # Out-of-order delivery (a refund or dispute before the payment it belongs to) is
         # usually fixed by waiting: back off 10 s, 20 s, ... up to ~21 min in total. Run eagerly
         # (no broker) a retry would come at once and find nothing changed, so a failed event
@@ -37,3 +38,9 @@ def stripe_event_process_task(self: Task, event_id: str) -> str:
 def stripe_events_requeue_stale_task() -> int:
     """Beat: pick up events whose processing was never enqueued (see the service)."""
     return len(services.stripe_events_requeue_stale())
+
+
+@shared_task(name="credits.payments.stripe_events_requeue_failed", ignore_result=True)
+def stripe_events_requeue_failed_task() -> int:
+    """Beat, hourly: the long tail of failed events, and staff's alert about them."""
+    return len(services.stripe_events_requeue_failed())

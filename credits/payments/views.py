@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
@@ -97,17 +98,22 @@ class StripeWebhookView(APIView):
         responses={
             200: OpenApiTypes.OBJECT,
             **error_responses(
-                400, 503, s400="invalid_signature, invalid_payload", s503="payments_unavailable"
+                400,
+                413,
+                503,
+                s400="invalid_signature, invalid_payload",
+                s413="payload_too_large",
+                s503="payments_unavailable",
             ),
         },
         parameters=[OpenApiParameter("Stripe-Signature", OpenApiTypes.STR, "header")],
         operation_id="stripe_webhook",
     )
     def post(self, request: Request) -> Response:
-        # request.body, not request.data: re-serialised JSON would not match the signature.
+        # The raw bytes, not request.data: re-serialised JSON would not match the signature.
         try:
             event = services.stripe_event_verify(
-                payload=request.body, signature=request.headers.get("Stripe-Signature")
+                payload=_webhook_body(request), signature=request.headers.get("Stripe-Signature")
             )
         except ApplicationError:
             observability.count_webhook_event(event_type="unverified", result="rejected")
@@ -117,3 +123,26 @@ class StripeWebhookView(APIView):
             event_type=event["type"], result="received" if created else "duplicate"
         )
         return Response({"received": True, "duplicate": not created})
+
+
+def _webhook_body(request: Request) -> bytes:
+    """The body, up to STRIPE_WEBHOOK_MAX_BYTES rather than DATA_UPLOAD_MAX_MEMORY_SIZE.
+
+    The site-wide 256 KB bound suits what users send; Stripe's events embed whole objects (a
+    Checkout Session with its line items, an invoice) and can be larger: refused with a 4xx, a
+    real one would be refused on every retry, for ever. `request.body` enforces the site-wide
+    bound, so the stream is read here, under the webhook's own, still finite, bound."""
+    limit = settings.STRIPE_WEBHOOK_MAX_BYTES
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > limit:
+        raise ApplicationError(
+            f"A Stripe event may be at most {limit} bytes.",
+            code="payload_too_large",
+            status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    # Django's stream stops at CONTENT_LENGTH, so this reads at most `limit` bytes.
+    body: bytes = request._request.read(limit)
+    return body

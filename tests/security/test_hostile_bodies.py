@@ -35,8 +35,8 @@ MALFORMED = [
 ]
 
 
-def _oversized() -> bytes:
-    filler = "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1024)
+def _oversized(limit: int | None = None) -> bytes:
+    filler = "x" * ((limit or settings.DATA_UPLOAD_MAX_MEMORY_SIZE) + 1024)
     return json.dumps(
         {"name": filler, "api_key": filler, "request_id": "r", "format": "openai"}
     ).encode()
@@ -145,7 +145,9 @@ def test_malformed_bodies_on_the_user_api_are_a_400(alice: Person, path: str, bo
 )
 def test_an_oversized_body_on_the_user_api_is_a_4xx(alice: Person, path: str) -> None:
     users, keys = User.objects.count(), ApiKey.objects.count()
-    response = alice.client().post(path, _oversized(), content_type="application/json")
+    # Stripe's events have their own, larger, bound (credits/payments/views.py).
+    limit = settings.STRIPE_WEBHOOK_MAX_BYTES if path == "/api/webhooks/stripe" else None
+    response = alice.client().post(path, _oversized(limit), content_type="application/json")
     _error_shape(response.status_code, response.content)
     assert (User.objects.count(), ApiKey.objects.count()) == (users, keys)
 
@@ -156,3 +158,42 @@ def test_a_body_that_is_not_json_is_refused_by_media_type(alice: Person) -> None
     )
     assert _error_shape(response.status_code, response.content)
     assert response.status_code == 415
+
+
+# JSON nested deeper than Python's parser recurses (a RecursionError, once a 500), well inside
+# the body size limit: arrays, objects, and nesting under a real field.
+NESTED = [
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"a":' * 40_000 + b"1" + b"}" * 40_000,
+    b'{"request_id": "r", "api_key": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+]
+
+
+@pytest.mark.parametrize("path", ["/internal/v1/authorize", "/internal/v1/settle"])
+@pytest.mark.parametrize("body", NESTED, ids=range(len(NESTED)))
+def test_deeply_nested_json_on_the_internal_api_is_a_400(
+    service_token: str, path: str, body: bytes
+) -> None:
+    assert len(body) < settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    response = Client().post(
+        path, body, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {service_token}"
+    )
+    assert response.status_code == 400
+    assert _error_shape(response.status_code, response.content)["code"] == "invalid_request"
+    status, raw = _wsgi_post(path, body, service_token)
+    assert status == 400
+    assert _error_shape(status, raw)["code"] == "invalid_request"
+    assert not Hold.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/auth/register", "/api/auth/login", "/api/user/keys", "/api/purchases"]
+)
+@pytest.mark.parametrize("body", NESTED, ids=range(len(NESTED)))
+def test_deeply_nested_json_on_the_user_api_is_a_400(alice: Person, path: str, body: bytes) -> None:
+    assert len(body) < settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    users, keys = User.objects.count(), ApiKey.objects.count()
+    response = alice.client().post(path, body, content_type="application/json")
+    assert response.status_code == 400
+    assert _error_shape(response.status_code, response.content)["code"] == "invalid_request"
+    assert (User.objects.count(), ApiKey.objects.count()) == (users, keys)

@@ -11,6 +11,7 @@ from django.db import connection
 
 from credits import services
 from tests.credits.conftest import funded_user
+from tests.processes import database_url
 
 ROOT = Path(settings.BASE_DIR)
 
@@ -71,7 +72,7 @@ def test_reconcile_ledger_exits_non_zero_from_the_command_line() -> None:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "SECRET_KEY": "test-only",
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),
     }
     command = [sys.executable, "manage.py", "reconcile_ledger"]
 
@@ -82,12 +83,3 @@ def test_reconcile_ledger_exits_non_zero_from_the_command_line() -> None:
     dirty = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert dirty.returncode != 0
     assert f"{user.pk}: balance is 3, the ledger says 10" in dirty.stderr
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
-    return (
-        f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
-        f"/{db['NAME']}"
-    )
