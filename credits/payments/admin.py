@@ -102,8 +102,9 @@ class ClawbackShortfallFilter(admin.SimpleListFilter):
 
 @admin.register(Purchase)
 class PurchaseAdmin(admin.ModelAdmin):
-    # Eight columns fit a 1,400-px screen with a long address (tests/admin/test_browser.py):
-    # the purchase's id is on its page (and searchable), the clawback beside the refund.
+    # Ten columns fit a 1,400-px screen with a long address (tests/admin/test_browser.py):
+    # the purchase's id is on its page (and searchable), the clawback beside the refund, then
+    # what a refund or dispute could not take back (owed, uncollectable).
     list_display = (
         "created_at",
         "user",
