@@ -130,7 +130,11 @@ def test_a_year_of_random_business_keeps_the_books_exact_every_month(
             totals[name] += getattr(report, name)
 
     # What the lots themselves (their reconciled cache) say is still owed.
-    lots = {p.lot_id: p for p in Purchase.objects.filter(currency=currency, lot__isnull=False)}
+    lots: dict[int, Purchase] = {
+        p.lot_id: p
+        for p in Purchase.objects.filter(currency=currency, lot__isnull=False)
+        if p.lot_id is not None
+    }
     owed = 0
     for lot in Lot.objects.filter(pk__in=lots):
         price = lots[lot.pk].price_amount

@@ -41,7 +41,7 @@ def _csv_rows(client: APIClient, url: str) -> list[dict[str, str]]:
     assert response.status_code == 200, response.content
     assert response.streaming
     assert response["Content-Type"] == "text/csv; charset=utf-8"
-    body = b"".join(response.streaming_content).decode()
+    body = b"".join(response.streaming_content).decode()  # type: ignore[attr-defined]
     return list(csv.DictReader(io.StringIO(body)))
 
 
