@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from django.db.models import Q, Sum
+from django.db.models import Max, Min, Q, Sum
 
 from credits.models import EntryKind, LedgerEntry, LotSource
 
@@ -222,8 +222,8 @@ def finance_month(*, month: str) -> MonthReport:
 
 def months_with_activity() -> list[str]:
     """Every month from the first ledger entry to the latest one, newest first."""
-    first = LedgerEntry.objects.order_by("id").values_list("created_at", flat=True).first()
-    last = LedgerEntry.objects.order_by("-id").values_list("created_at", flat=True).first()
+    bounds = LedgerEntry.objects.aggregate(first=Min("created_at"), last=Max("created_at"))
+    first, last = bounds["first"], bounds["last"]
     if first is None or last is None:
         return []
     months = []

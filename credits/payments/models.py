@@ -189,3 +189,12 @@ class StripeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id} ({self.status})"
+
+
+class FinanceReport(Purchase):
+    """No table of its own: the admin's page of the monthly finance figures
+    (`credits.payments.finance`), with its own view permission."""
+
+    class Meta:
+        proxy = True
+        verbose_name = verbose_name_plural = "finance by month"

@@ -133,3 +133,28 @@ def test_a_malformed_month_is_refused() -> None:
 def test_no_activity_is_an_empty_report() -> None:
     assert finance_month(month="2031-03").as_dict() == {"month": "2031-03", "currencies": {}}
     assert timezone.now() < datetime(2031, 3, 1, tzinfo=UTC) + timedelta(days=10**4)
+
+
+def test_the_admin_shows_the_same_figures_by_month(stripe_settings: Any) -> None:
+    from django.test import Client
+
+    from accounts.models import User
+
+    hand_computed_february(stripe_settings)
+    staff = User.objects.create_user(email="clerk@example.com", password="pw-clerk-123")
+    staff.is_staff = True
+    staff.save()
+    client = Client()
+    client.force_login(staff)
+    assert client.get("/admin/payments/financereport/").status_code == 403
+
+    admin = User.objects.create_superuser(email="cfo@example.com", password="pw-cfo-123")
+    client.force_login(admin)
+    page = client.get("/admin/payments/financereport/")
+
+    assert page.status_code == 200
+    rows = page.context["rows"]
+    february = next(r for r in rows if (r["month"], r["currency"]) == ("2030-02", "usd"))
+    assert february["values"][:6] == [2400, 3498, 1490, 910, 1500, 1998]
+    assert february["gap"] == 0
+    assert b"broken" not in page.content
