@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from accounts.models import User
@@ -15,15 +14,9 @@ from credits.models import LedgerEntry
 from tests.factories import registered_user
 
 from .conftest import new_key, record, settle, utc
+from .test_ledger_api import _client
 
 pytestmark = pytest.mark.django_db
-
-
-def _client(user: User) -> APIClient:
-    client = APIClient()
-    _, token = AuthToken.objects.create(user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
-    return client
 
 
 def _all_pages(client: APIClient, url: str) -> list[dict[str, Any]]:

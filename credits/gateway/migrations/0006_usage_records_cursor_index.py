@@ -11,32 +11,30 @@ from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndex
 from django.db import migrations, models
 
 
-class AddIndexLive(AddIndexConcurrently):
+class _ConcurrentOnPostgres:
+    """The concurrent operation on PostgreSQL, its plain base (`plain`) elsewhere."""
+
+    plain: Any
+
     def database_forwards(self, app_label: str, schema_editor: Any, *args: Any) -> None:
         if schema_editor.connection.vendor == "postgresql":
-            super().database_forwards(app_label, schema_editor, *args)
+            super().database_forwards(app_label, schema_editor, *args)  # type: ignore[misc]
         else:
-            migrations.AddIndex.database_forwards(self, app_label, schema_editor, *args)
+            self.plain.database_forwards(self, app_label, schema_editor, *args)
 
     def database_backwards(self, app_label: str, schema_editor: Any, *args: Any) -> None:
         if schema_editor.connection.vendor == "postgresql":
-            super().database_backwards(app_label, schema_editor, *args)
+            super().database_backwards(app_label, schema_editor, *args)  # type: ignore[misc]
         else:
-            migrations.AddIndex.database_backwards(self, app_label, schema_editor, *args)
+            self.plain.database_backwards(self, app_label, schema_editor, *args)
 
 
-class RemoveIndexLive(RemoveIndexConcurrently):
-    def database_forwards(self, app_label: str, schema_editor: Any, *args: Any) -> None:
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_forwards(app_label, schema_editor, *args)
-        else:
-            migrations.RemoveIndex.database_forwards(self, app_label, schema_editor, *args)
+class AddIndexLive(_ConcurrentOnPostgres, AddIndexConcurrently):
+    plain = migrations.AddIndex
 
-    def database_backwards(self, app_label: str, schema_editor: Any, *args: Any) -> None:
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_backwards(app_label, schema_editor, *args)
-        else:
-            migrations.RemoveIndex.database_backwards(self, app_label, schema_editor, *args)
+
+class RemoveIndexLive(_ConcurrentOnPostgres, RemoveIndexConcurrently):
+    plain = migrations.RemoveIndex
 
 
 class Migration(migrations.Migration):
