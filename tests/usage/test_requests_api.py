@@ -176,3 +176,25 @@ def test_bad_parameters_are_a_400_naming_them(erin: Any, url: str, field: str) -
 def test_anonymous_callers_get_401() -> None:
     for url in ("/api/user/requests", "/api/user/requests.csv", "/api/user/ledger.csv"):
         assert APIClient().get(url).status_code == 401
+
+
+def test_a_page_is_read_in_order_from_the_index_without_a_sort(erin: Any) -> None:
+    from django.db import connection
+
+    from credits.usage.selectors import Window, usage_records
+
+    user, _ = erin
+    page = usage_records(
+        user=user,
+        window=Window(utc("2026-11-20T00:00:00"), None),
+        before=(utc("2026-11-21T18:30:00.123456"), 10**9),
+    )[:51]
+    with connection.cursor() as cursor:
+        # A table this small would be scanned whole; the question is whether the index can
+        # serve the page, in order, with the cursor's bound as its range.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        sql, params = page.query.sql_with_params()
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Index Scan Backward using usage_account_settled_id" in plan, plan
+    assert "Sort" not in plan, plan
