@@ -100,7 +100,7 @@ class UsageOutcome(models.TextChoices):
 class UsageRecord(models.Model):
     id = models.BigAutoField(primary_key=True)
     request_id = models.CharField(max_length=128)  # unique: see Meta.constraints
-    # No index of its own: `usage_account_settled` (account, settled_at) serves it.
+    # No index of its own: `usage_account_settled_id` (account, settled_at, id) serves it.
     account = models.ForeignKey(
         CreditAccount,
         on_delete=models.PROTECT,
@@ -139,7 +139,9 @@ class UsageRecord(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["account", "settled_at"], name="usage_account_settled"),
+            # The usage report's cut hours (account, settled_at range), and the requests list's
+            # cursor (newest first by settled_at, then id, for ties): one index serves both.
+            models.Index(fields=["account", "settled_at", "id"], name="usage_account_settled_id"),
         ]
 
     def __str__(self) -> str:

@@ -14,6 +14,7 @@ from credits.payments.models import Package, Purchase, StripeEvent, StripeEventS
 # tasks: imported so that every process loading the admin (Celery workers too, through
 # django.setup()) registers the Stripe event task.
 from . import services, tasks  # noqa: F401
+from .finance_admin import FinanceReportAdmin  # noqa: F401  (registers "Finance by month")
 
 # A package's own fields: what the list shows and the form edits (with its customers).
 PACKAGE_COLUMNS = (

@@ -334,10 +334,28 @@ def _charge_purchase(obj: JSON) -> Purchase:
     return purchase
 
 
+def _record_receipt(purchase: Purchase, obj: JSON) -> None:
+    """The charge's hosted receipt (`receipt_url`), when it is an https URL that fits. A later
+    event of the same charge carries the same receipt, so the last one seen stays."""
+    url = obj.get("receipt_url")
+    if isinstance(url, str) and url.startswith("https://") and len(url) <= 2000:
+        purchase.receipt_url = url
+
+
+def charge_succeeded(event: StripeEvent, obj: JSON) -> Outcome:
+    """Links the charge to the purchase and records its receipt; grants nothing (the Checkout
+    Session event does). Before the purchase is known it fails and is retried."""
+    purchase = _charge_purchase(obj)
+    _record_receipt(purchase, obj)
+    purchase.save()
+    return Outcome(StripeEventStatus.PROCESSED, purchase)
+
+
 def charge_refunded(event: StripeEvent, obj: JSON) -> Outcome:
     """Stripe's `amount_refunded` is cumulative; events may come out of order, so the highest
     amount seen wins. Before the grant the refund is only recorded; the grant applies it."""
     purchase = _charge_purchase(obj)
+    _record_receipt(purchase, obj)
     refunded = obj.get("amount_refunded")
     if isinstance(refunded, int) and refunded > purchase.amount_refunded:
         purchase.amount_refunded = refunded
@@ -402,6 +420,7 @@ HANDLERS: dict[str, Callable[[StripeEvent, JSON], Outcome]] = {
     "checkout.session.async_payment_failed": checkout_session_failed,
     "checkout.session.expired": checkout_session_failed,
     "payment_intent.succeeded": payment_intent_succeeded,
+    "charge.succeeded": charge_succeeded,
     "charge.refunded": charge_refunded,
     "charge.dispute.created": dispute_created,
     "charge.dispute.closed": dispute_closed,

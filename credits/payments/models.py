@@ -109,6 +109,9 @@ class Purchase(models.Model):
     dispute_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
     dispute_status = models.CharField(max_length=32, blank=True)
 
+    # Stripe's hosted receipt of the paying charge, recorded from the `charge.succeeded` (and
+    # `charge.refunded`) events; the API shows it once the purchase is paid.
+    receipt_url = models.URLField(max_length=2000, blank=True)
     amount_paid = models.PositiveIntegerField(null=True, blank=True)
     currency_paid = models.CharField(max_length=3, blank=True)
     paid_at = models.DateTimeField(null=True, blank=True, help_text="The paying event's time.")
@@ -186,3 +189,12 @@ class StripeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id} ({self.status})"
+
+
+class FinanceReport(Purchase):
+    """No table of its own: the admin's page of the monthly finance figures
+    (`credits.payments.finance`), with its own view permission."""
+
+    class Meta:
+        proxy = True
+        verbose_name = verbose_name_plural = "finance by month"

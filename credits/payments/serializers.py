@@ -41,6 +41,7 @@ class PurchaseSerializer(serializers.ModelSerializer[Purchase]):
     paid_at = RFC3339Field()
     credits_expire_at = serializers.SerializerMethodField()
     checkout_url = serializers.SerializerMethodField()
+    receipt_url = serializers.SerializerMethodField()
 
     class Meta:
         model = Purchase
@@ -57,6 +58,7 @@ class PurchaseSerializer(serializers.ModelSerializer[Purchase]):
             "amount_refunded",
             "credits_clawed_back",
             "checkout_url",
+            "receipt_url",
         )
 
     @extend_schema_field(PriceSerializer)
@@ -73,3 +75,9 @@ class PurchaseSerializer(serializers.ModelSerializer[Purchase]):
         if obj.status != "pending" or not obj.checkout_url:
             return None
         return obj.checkout_url
+
+    def get_receipt_url(self, obj: Purchase) -> str | None:
+        """Stripe's hosted receipt, null until the purchase is paid."""
+        if obj.paid_at is None or not obj.receipt_url:
+            return None
+        return obj.receipt_url

@@ -18,7 +18,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, TypeVar
 from uuid import UUID
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
 
 from accounts.models import ApiKey, User
@@ -26,7 +26,7 @@ from config.errors import NotFound
 from credits import clock, services
 from credits.gateway.models import UsageBucket, UsageRecord
 from credits.gateway.ratelimit import TierLimits, tier_for_balance
-from credits.models import CreditAccount, LedgerEntry, Lot
+from credits.models import CreditAccount, Hold, LedgerEntry, Lot
 
 HOUR = timedelta(hours=1)
 # The last hour a datetime can hold: nothing comes after it, so it has no end to compute.
@@ -160,7 +160,7 @@ def usage_of_cut_hours(
     """The usage in the part of the cut hours (`cut_parts`) inside the window, which the
     buckets leave out: summed from the usage records by the trigger's rules (migration
     0005_usage_buckets), one aggregate per cut hour over less than an hour of one account's
-    records (the `usage_account_settled` index). Whole-hour bounds cut no hour: no query."""
+    records (the `usage_account_settled_id` index). Whole-hour bounds cut no hour: no query."""
     charged = Q(charged__gt=0)
     rows = []
     for hour, part in cut_parts(window):
@@ -331,4 +331,66 @@ def ledger_entries(
             "lot__source",
         )
         .order_by("-id")[:limit]
+    )
+
+
+# The columns of one settled request, in the order of the contract (the list and the CSV).
+REQUEST_FIELDS = (
+    "request_id",
+    "key_id",
+    "model",
+    "outcome",
+    "http_status",
+    "charged",
+    "reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "authorized_at",
+    "settled_at",
+)
+
+
+def usage_records(
+    *,
+    user: User,
+    window: Window,
+    key_id: str | None = None,
+    before: tuple[datetime, int] | None = None,
+) -> "QuerySet[UsageRecord, dict[str, Any]]":
+    """The user's settled requests in `window`, newest first (settled_at, then id), older than
+    the position `before`. Served by the index (account, settled_at, id): the account and the
+    bounds are the index's range, `settled_at <= before` its upper end, so a page deep in the
+    history costs what the first one does. `authorized_at` is the hold's creation (one lookup
+    by the hold's unique request id). Lazy: the CSV iterates it with a server-side cursor."""
+    records = UsageRecord.objects.filter(account_id=user.pk)
+    if key_id is not None:
+        records = records.filter(api_key=api_key_of_user(user=user, key_id=key_id))
+    if window.start is not None:
+        records = records.filter(settled_at__gte=window.start)
+    if window.end is not None:
+        records = records.filter(settled_at__lt=window.end)
+    if before is not None:
+        at, record_id = before
+        records = records.filter(settled_at__lte=at).exclude(settled_at=at, id__gte=record_id)
+    authorized = Hold.objects.filter(request_id=OuterRef("request_id")).values("created_at")[:1]
+    return (
+        records.annotate(key_id=F("api_key_id"), authorized_at=Subquery(authorized))
+        .order_by("-settled_at", "-id")
+        .values("id", *REQUEST_FIELDS)
+    )
+
+
+def ledger_entries_in(
+    *, user: User, window: Window, kind: str | None = None
+) -> "QuerySet[LedgerEntry, tuple[Any, ...]]":
+    """The user's ledger entries in `window` (by `created_at`), newest first, lazily (the CSV)."""
+    entries = LedgerEntry.objects.filter(account_id=user.pk)
+    if kind is not None:
+        entries = entries.filter(kind=kind)
+    if window.start is not None:
+        entries = entries.filter(created_at__gte=window.start)
+    if window.end is not None:
+        entries = entries.filter(created_at__lt=window.end)
+    return entries.order_by("-id").values_list(
+        "id", "kind", "amount", "balance_after", "lot__source", "reference", "reason", "created_at"
     )

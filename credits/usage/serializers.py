@@ -137,3 +137,22 @@ class LedgerEntrySerializer(serializers.Serializer[Any]):
 class LedgerPageSerializer(serializers.Serializer[Any]):
     results = LedgerEntrySerializer(many=True)
     next = serializers.URLField(allow_null=True, help_text="The next (older) page, or null.")
+
+
+class RequestSerializer(serializers.Serializer[Any]):
+    request_id = serializers.CharField()
+    key_id = serializers.UUIDField(allow_null=True)
+    model = serializers.CharField()
+    outcome = serializers.ChoiceField(choices=["success", "failure"])
+    http_status = serializers.IntegerField(allow_null=True)
+    charged = serializers.IntegerField()
+    reason = serializers.CharField()
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    authorized_at = RFC3339Field(allow_null=True, help_text="When authorize held its credit.")
+    settled_at = RFC3339Field()
+
+
+class RequestsPageSerializer(serializers.Serializer[Any]):
+    results = RequestSerializer(many=True)
+    next = serializers.URLField(allow_null=True, help_text="The next (older) page, or null.")

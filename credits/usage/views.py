@@ -5,10 +5,13 @@ Views only parse input, call one selector and serialize its result.
 
 import base64
 import binascii
+import csv
 import json
+from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 from drf_spectacular.types import OpenApiTypes
@@ -30,6 +33,8 @@ from .serializers import (
     CreditsOutputSerializer,
     LedgerEntrySerializer,
     LedgerPageSerializer,
+    RequestSerializer,
+    RequestsPageSerializer,
     credits_body,
     parse_bound,
 )
@@ -82,10 +87,8 @@ class CreditsApi(APIView):
     )
     def get(self, request: Request) -> Response:
         params = request.query_params
-        start = parse_bound(params["from"], name="from") if params.get("from") else None
-        end = parse_bound(params["to"], name="to") if params.get("to") else None
-        if start is not None and end is not None and start >= end:
-            raise ApplicationError("from must be before to.", field="to")
+        window = _window(params)
+        start, end = window.start, window.end
         key_id = params.get("key") or None
         report = selectors.credits_report(
             user=request.user,  # type: ignore[arg-type]
@@ -136,6 +139,15 @@ def _page_size(raw: str | None) -> int:
     return size
 
 
+def _kind(params: Any) -> str | None:
+    kind = params.get("kind") or None
+    if kind is not None and kind not in EntryKind.values:
+        raise ApplicationError(
+            f"kind must be one of {', '.join(EntryKind.values)}; got {kind!r}.", field="kind"
+        )
+    return kind
+
+
 class LedgerApi(APIView):
     @extend_schema(
         operation_id="user_ledger",
@@ -162,11 +174,7 @@ class LedgerApi(APIView):
     )
     def get(self, request: Request) -> Response:
         params = request.query_params
-        kind = params.get("kind") or None
-        if kind is not None and kind not in EntryKind.values:
-            raise ApplicationError(
-                f"kind must be one of {', '.join(EntryKind.values)}; got {kind!r}.", field="kind"
-            )
+        kind = _kind(params)
         cursor = params.get("cursor") or None
         before_id = _decode_cursor(cursor) if cursor is not None else None
         limit = _page_size(params.get("limit"))
@@ -186,6 +194,197 @@ class LedgerApi(APIView):
         return Response(
             {"results": LedgerEntrySerializer(entries, many=True).data, "next": next_url}
         )
+
+
+def _encode_position(settled_at: datetime, record_id: int) -> str:
+    raw = json.dumps({"at": settled_at.isoformat(), "id": record_id}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+# A position we give out is `{"at": ISO datetime, "id": N}` in base64, about 90 characters.
+_MAX_POSITION = 160
+
+
+def _decode_position(cursor: str) -> tuple[datetime, int]:
+    try:
+        if len(cursor) > _MAX_POSITION:
+            raise ValueError("too long")
+        padded = cursor + "=" * (-len(cursor) % 4)
+        position = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        at = datetime.fromisoformat(position["at"])
+        record_id = position["id"]
+        if at.tzinfo is None or not isinstance(record_id, int) or isinstance(record_id, bool):
+            raise ValueError(position)
+    except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError) as exc:
+        raise ApplicationError(
+            "cursor is not one this API gave out; use the `next` URL as it is.", field="cursor"
+        ) from exc
+    return at, record_id
+
+
+def _window(params: Any) -> selectors.Window:
+    """`from` (inclusive) and `to` (exclusive), as `GET /api/user/credits` reads them."""
+    start = parse_bound(params["from"], name="from") if params.get("from") else None
+    end = parse_bound(params["to"], name="to") if params.get("to") else None
+    if start is not None and end is not None and start >= end:
+        raise ApplicationError("from must be before to.", field="to")
+    return selectors.Window(start, end)
+
+
+_WINDOW_PARAMETERS = [
+    OpenApiParameter(
+        "from", OpenApiTypes.STR, description="Start (inclusive): ISO date or datetime, UTC."
+    ),
+    OpenApiParameter("to", OpenApiTypes.STR, description="End (exclusive): ISO date or datetime."),
+]
+
+
+class RequestsApi(APIView):
+    @extend_schema(
+        operation_id="user_requests",
+        parameters=[
+            *_WINDOW_PARAMETERS,
+            OpenApiParameter("key", OpenApiTypes.UUID, description="Only this API key's requests."),
+            OpenApiParameter(
+                "cursor", OpenApiTypes.STR, description="From a previous page's `next` URL."
+            ),
+            OpenApiParameter(
+                "limit",
+                OpenApiTypes.INT,
+                description=f"Requests per page, 1 to {LEDGER_MAX_PAGE_SIZE} (default "
+                f"{LEDGER_PAGE_SIZE}).",
+            ),
+        ],
+        responses={
+            200: RequestsPageSerializer,
+            **error_responses(
+                400,
+                401,
+                404,
+                s400="invalid_request: bad from/to, cursor or limit",
+                s404="key_not_found: no API key of this user has that id",
+            ),
+        },
+        tags=["credits"],
+        summary="Every settled request of the user, newest first: why it was (not) charged.",
+    )
+    def get(self, request: Request) -> Response:
+        params = request.query_params
+        window = _window(params)
+        cursor = params.get("cursor") or None
+        before = _decode_position(cursor) if cursor is not None else None
+        limit = _page_size(params.get("limit"))
+        records = list(
+            selectors.usage_records(
+                user=request.user,  # type: ignore[arg-type]
+                window=window,
+                key_id=params.get("key") or None,
+                before=before,
+            )[: limit + 1]
+        )
+        next_url = None
+        if len(records) > limit:
+            records = records[:limit]
+            query = params.copy()
+            query["cursor"] = _encode_position(records[-1]["settled_at"], records[-1]["id"])
+            next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+        return Response({"results": RequestSerializer(records, many=True).data, "next": next_url})
+
+
+class _Echo:
+    """A file-like object whose write returns what it was given: `csv.writer` formats one row
+    and the generator yields it, so nothing accumulates (Django's documented streaming CSV)."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    return "" if value is None else value
+
+
+def _csv_stream(name: str, header: Iterable[str], rows: Iterable[Iterable[Any]]) -> Any:
+    """A `text/csv` attachment streamed row by row: the rows come from a server-side cursor
+    (`QuerySet.iterator`), so memory stays constant whatever the range (bench/exports.py)."""
+    writer = csv.writer(_Echo())
+
+    def lines() -> Iterator[str]:
+        yield writer.writerow(header)
+        for row in rows:
+            yield writer.writerow([_csv_cell(value) for value in row])
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+_CSV_CHUNK = 2000
+
+
+class RequestsCsvApi(APIView):
+    @extend_schema(
+        operation_id="user_requests_csv",
+        parameters=[
+            *_WINDOW_PARAMETERS,
+            OpenApiParameter("key", OpenApiTypes.UUID, description="Only this API key's requests."),
+        ],
+        responses={
+            (200, "text/csv"): OpenApiTypes.STR,
+            **error_responses(400, 401, 404, s400="invalid_request: bad from/to"),
+        },
+        tags=["credits"],
+        summary="The settled requests as CSV (header row; the list's columns), streamed.",
+    )
+    def get(self, request: Request) -> Any:
+        params = request.query_params
+        records = selectors.usage_records(
+            user=request.user,  # type: ignore[arg-type]
+            window=_window(params),
+            key_id=params.get("key") or None,
+        ).values_list(*selectors.REQUEST_FIELDS)
+        return _csv_stream(
+            "requests.csv", selectors.REQUEST_FIELDS, records.iterator(chunk_size=_CSV_CHUNK)
+        )
+
+
+LEDGER_CSV_FIELDS = (
+    "id",
+    "kind",
+    "amount",
+    "balance_after",
+    "source",
+    "reference",
+    "reason",
+    "created_at",
+)
+
+
+class LedgerCsvApi(APIView):
+    @extend_schema(
+        operation_id="user_ledger_csv",
+        parameters=[
+            *_WINDOW_PARAMETERS,
+            OpenApiParameter(
+                "kind", OpenApiTypes.STR, enum=list(EntryKind.values), description="Only this kind."
+            ),
+        ],
+        responses={
+            (200, "text/csv"): OpenApiTypes.STR,
+            **error_responses(400, 401, s400="invalid_request: bad from/to or kind"),
+        },
+        tags=["credits"],
+        summary="The ledger entries as CSV (header row; the ledger's columns), streamed.",
+    )
+    def get(self, request: Request) -> Any:
+        params = request.query_params
+        entries = selectors.ledger_entries_in(
+            user=request.user,  # type: ignore[arg-type]
+            window=_window(params),
+            kind=_kind(params),
+        )
+        return _csv_stream("ledger.csv", LEDGER_CSV_FIELDS, entries.iterator(chunk_size=_CSV_CHUNK))
 
 
 @require_GET
