@@ -184,6 +184,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "credits.payments.stripe_events_requeue_stale",
         "schedule": 300.0,
     },
+    # Staff refunds whose after-commit send was lost (credits/payments/refunds.py).
+    "staff-refunds-requeue": {
+        "task": "credits.payments.staff_refunds_requeue_pending",
+        "schedule": 300.0,
+    },
     # Mail whose after-commit kick was lost (broker down) or whose send failed and is due again.
     "outbound-email-sweep": {"task": "accounts.tasks.outbound_email_sweep", "schedule": 60.0},
 }
