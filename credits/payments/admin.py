@@ -153,9 +153,11 @@ def purchase_refund_view(
     else:
         form = RefundForm(initial={"amount": refundable})
     amount = refundable
-    if request.method == "POST" and form.is_valid():
-        amount = form.cleaned_data["amount"]
-        if "_refund" in request.POST:
+    if request.method == "POST":
+        valid = form.is_valid()
+        # "Preview" needs only the amount: the reason may still be empty.
+        amount = form.cleaned_data.get("amount") or refundable
+        if valid and "_refund" in request.POST:
             try:
                 refund = staff_refund_request(
                     refund_id=form.cleaned_data["refund_id"],

@@ -21,29 +21,11 @@ from credits.payments.refunds import RefundRefused, refund_preview, staff_refund
 from credits.reconciliation import reconcile
 from tests.concurrency import run_together
 from tests.factories import registered_user
-from tests.stripe_support import StripeRecordedServer, build_event, charge, new_id, signed_webhook
+from tests.stripe_support import StripeRecordedServer, build_event, new_id, signed_webhook
 
-from .conftest import WEBHOOK_SECRET, WEBHOOK_URL, balance, buy, completion_event, deliver
+from .conftest import WEBHOOK_SECRET, WEBHOOK_URL, balance, deliver, paid_with_charge
 
 pytestmark = pytest.mark.django_db
-
-
-def paid_with_charge(user: User, server: StripeRecordedServer, slug: str = "standard") -> Purchase:
-    """A granted purchase whose charge Stripe (the recorded server) knows."""
-    purchase = buy(user, slug)
-    charge_id, intent_id = new_id("ch"), new_id("pi")
-    assert deliver(completion_event(purchase, payment_intent=intent_id)).status_code == 200
-    Purchase.objects.filter(pk=purchase.pk).update(charge_id=charge_id)
-    purchase.refresh_from_db()
-    server.charges[charge_id] = charge(
-        id=charge_id,
-        amount=purchase.price_amount,
-        amount_refunded=0,
-        currency=purchase.currency,
-        payment_intent=intent_id,
-        metadata={"purchase_id": str(purchase.pk)},
-    )
-    return purchase
 
 
 def staff() -> User:
@@ -135,29 +117,29 @@ def test_the_webhook_after_the_staff_refund_claws_back_nothing_more(
 
 
 def test_the_webhook_before_the_staff_refunds_confirmation_claws_back_once(
-    stripe_settings: StripeRecordedServer,
+    stripe_settings: StripeRecordedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Stripe's event can overtake the task's own confirmation (or the task dies after Stripe
-    answered): the event claws back, the confirmation finds nothing more."""
+    """Stripe's event can overtake the task's own confirmation: the send reaches Stripe, the
+    event is applied, then the confirmation commits and finds nothing more to claim."""
     user = registered_user()
     purchase = paid_with_charge(user, stripe_settings)
-    refund, callbacks = refund_committed(purchase, 1000)
-    # Stripe refunds it (the same request the task makes) and its event is processed first.
-    refunds_before = set(stripe_settings.refunds)
-    stripe_settings.charges[purchase.charge_id]["amount_refunded"] = 1000  # type: ignore[index]
+    refund, _ = refund_committed(purchase, 1000)
+    confirm = refunds.staff_refund_confirm
+    held: list[dict[str, Any]] = []
+    monkeypatch.setattr(refunds, "staff_refund_confirm", lambda **kw: held.append(kw))
+    refunds.staff_refund_send(refund_id=refund.pk)  # Stripe refunded; not confirmed yet
+    assert held[0]["charge_amount_refunded"] == 1000
+
     assert deliver(refund_event(purchase, stripe_settings)).status_code == 200
     assert clawbacks(purchase) == [-1667]
-
-    refunds.staff_refund_confirm(
-        refund_id=refund.pk, stripe_refund_id=new_id("re"), charge_amount_refunded=1000
-    )
+    confirm(**held[0])
 
     purchase.refresh_from_db()
     refund.refresh_from_db()
     assert refund.status == StaffRefundStatus.SUCCEEDED
     assert clawbacks(purchase) == [-1667]
     assert purchase.amount_refunded == 1000
-    assert set(stripe_settings.refunds) == refunds_before
+    assert len(stripe_settings.refunds) == 1
     assert reconcile() == []
 
 
@@ -293,7 +275,10 @@ def test_the_confirmation_and_the_webhook_at_once_claw_back_once(
                 return 200
             body, header = signed_webhook(event, WEBHOOK_SECRET)
             response = Client().post(
-                WEBHOOK_URL, data=body, content_type="application/json", HTTP_STRIPE_SIGNATURE=header
+                WEBHOOK_URL,
+                data=body,
+                content_type="application/json",
+                HTTP_STRIPE_SIGNATURE=header,
             )
             return response.status_code
 
