@@ -92,7 +92,7 @@ def test_a_refund_from_the_admin_is_sent_and_clawed_back(
     )
     purchase.refresh_from_db()
     assert purchase.status == PurchaseStatus.REFUNDED
-    assert LedgerEntry.objects.filter(lot_id=purchase.lot_id, kind=EntryKind.CLAWBACK).count() == 1
+    assert LedgerEntry.objects.filter(lot__purchase=purchase, kind=EntryKind.CLAWBACK).count() == 1
 
 
 @pytest.mark.slow

@@ -40,7 +40,7 @@ def refund_event(purchase: Purchase, server: StripeRecordedServer) -> dict[str, 
 
 def clawbacks(purchase: Purchase) -> list[int]:
     return list(
-        LedgerEntry.objects.filter(lot_id=purchase.lot_id, kind=EntryKind.CLAWBACK)
+        LedgerEntry.objects.filter(lot__purchase=purchase, kind=EntryKind.CLAWBACK)
         .order_by("id")
         .values_list("amount", flat=True)
     )
