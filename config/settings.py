@@ -89,6 +89,7 @@ INSTALLED_APPS = [
     "django_otp",
     "django_otp.plugins.otp_totp",  # staff's authenticator apps
     "django_otp.plugins.otp_static",  # staff's single-use recovery codes
+    "auditlog",  # the append-only audit log of staff writes (config/audit.py)
     "accounts",
     "credits",
     "credits.gateway",
@@ -107,6 +108,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",  # request.user.is_verified() for the admin's 2FA
+    "auditlog.middleware.AuditlogMiddleware",  # the audit log's actor: the request's user
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]

@@ -30,6 +30,7 @@ from django.utils.text import Truncator
 
 from accounts.admin import UserPanel, user_panel_register
 from accounts.models import User, normalize_email
+from config.audit import audit_record
 from config.text import storable
 
 from . import services
@@ -218,8 +219,9 @@ def adjust_credits_view(
     form = AdjustCreditsForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         amount: int = form.cleaned_data["amount"]
+        before = services.account_balance(account=account).balance
         try:
-            services.credits_adjust(
+            entries = services.credits_adjust(
                 user_id=user.pk,
                 amount=amount,
                 reason=form.cleaned_data["reason"],
@@ -238,6 +240,17 @@ def adjust_credits_view(
         else:
             model_admin.log_change(
                 request, user, f"Adjusted credits by {amount:+d}: {form.cleaned_data['reason']}"
+            )
+            audit_record(
+                instance=account,
+                action="update",
+                before={"balance": before},
+                after={
+                    "balance": entries[-1].balance_after if entries else before,
+                    "adjustment": amount,
+                    "reason": form.cleaned_data["reason"],
+                    "entries": ",".join(str(e.pk) for e in entries),
+                },
             )
             model_admin.message_user(
                 request, f"Adjusted the credits of {user.email} by {amount:+d}.", messages.SUCCESS

@@ -4,6 +4,7 @@ import uuid
 from typing import Any
 from uuid import UUID
 
+from auditlog.registry import auditlog
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -13,7 +14,9 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
+from config.audit import audit_record
 from credits import services as ledger
+from credits.models import CreditAccount
 from credits.payments.models import (
     Package,
     Purchase,
@@ -296,7 +299,15 @@ class PurchaseAdmin(admin.ModelAdmin):
     def unfreeze_buyers(self, request: HttpRequest, queryset: QuerySet[Purchase]) -> None:
         user_ids = set(queryset.values_list("user_id", flat=True))
         for user_id in user_ids:
+            account = CreditAccount.objects.filter(pk=user_id).first()
             ledger.account_unfreeze(user_id=user_id)
+            if account is not None and account.frozen_at is not None:
+                audit_record(
+                    instance=account,
+                    action="update",
+                    before={"frozen_at": account.frozen_at, "frozen_reason": account.frozen_reason},
+                    after={"frozen_at": None, "frozen_reason": ""},
+                )
         self.message_user(request, f"Unfroze {len(user_ids)} account(s).", messages.SUCCESS)
 
 
@@ -342,3 +353,8 @@ class StripeEventAdmin(admin.ModelAdmin):
             + (f": {', '.join(failed)}" if failed else "."),
             messages.WARNING if failed else messages.SUCCESS,
         )
+
+
+# The audit log of staff writes (config/audit.py).
+auditlog.register(Package, m2m_fields={"customers"})
+auditlog.register(StaffRefund)
