@@ -11,10 +11,14 @@ and after. The ledger's own tables are not registered: their saves are constant 
 append-only; the staff adjustment is recorded here by `audit_record`.
 """
 
+from collections.abc import Callable
 from typing import Any
 
+from auditlog.context import set_actor
 from auditlog.models import LogEntry
 from django.db.models import Model
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 
 
 def _text(value: Any) -> Any:
@@ -35,3 +39,23 @@ def audit_record(
     entry = LogEntry.objects.log_create(instance, force_log=True, action=code, changes=changes)
     assert entry is not None
     return entry
+
+
+class AdminAuditActorMiddleware:
+    """Names the request's user as the actor of the audit rows written while serving an admin
+    page. Unlike auditlog's own middleware it leaves `request.user` lazy (auditlog resolves it
+    only when a row is written) and stays out of every other path: the API's session lookup
+    happens inside DRF, which answers a lost database with its 503, and API requests pay
+    nothing for an audit they never write."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.prefix: str | None = None
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if self.prefix is None:
+            self.prefix = reverse("admin:index")
+        if not request.path.startswith(self.prefix):
+            return self.get_response(request)
+        with set_actor(request.user, remote_addr=request.META.get("REMOTE_ADDR")):
+            return self.get_response(request)

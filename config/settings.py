@@ -108,7 +108,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",  # request.user.is_verified() for the admin's 2FA
-    "auditlog.middleware.AuditlogMiddleware",  # the audit log's actor: the request's user
+    "config.audit.AdminAuditActorMiddleware",  # the audit log's actor: the admin's user
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
