@@ -15,6 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from auditlog.admin import LogEntryAdmin as AuditlogLogEntryAdmin
+from auditlog.models import LogEntry
+from auditlog.registry import auditlog
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
@@ -25,6 +28,8 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern
 from django.utils import timezone
 from knox.models import AuthToken
+
+from config.audit import audit_record
 
 from .models import ApiKey, OutboundEmail, ServiceToken, User
 from .service_tokens import clear_cache
@@ -348,7 +353,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        count = _revoke_audited(queryset)
         self.message_user(request, f"Revoked {count} API key(s).", messages.SUCCESS)
 
 
@@ -369,7 +374,7 @@ class ServiceTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected service tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ServiceToken]) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        count = _revoke_audited(queryset)
         # This process forgets at once; other workers within service_tokens.CACHE_SECONDS.
         clear_cache()
         self.message_user(
@@ -404,3 +409,49 @@ class OutboundEmailAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+def _revoke_audited(queryset: QuerySet[Any]) -> int:
+    """Revoke the live ones (a conditional update: a concurrent revocation is not overwritten)
+    and record each in the audit log with its before and after."""
+    now = timezone.now()
+    count = 0
+    for obj in queryset.filter(revoked_at__isnull=True):
+        if type(obj).objects.filter(pk=obj.pk, revoked_at__isnull=True).update(revoked_at=now):
+            count += 1
+            audit_record(
+                instance=obj,
+                action="update",
+                before={"revoked_at": None},
+                after={"revoked_at": now},
+            )
+    return count
+
+
+# The audit log (config/audit.py): staff edits of a user's access and state. Never their
+# password or last login; nor their email's values, which an append-only log would keep after
+# the account is anonymised (the entry's object_repr still names the user of the time).
+auditlog.register(
+    User,
+    include_fields=[
+        "is_active",
+        "is_staff",
+        "is_superuser",
+        "email_verified_at",
+        "deleted_at",
+    ],
+    m2m_fields={"groups", "user_permissions"},
+)
+
+
+class AuditLogEntryAdmin(AuditlogLogEntryAdmin):
+    """Readable by staff with `auditlog.view_logentry`, changed by nobody: the admin offers no
+    delete (auditlog's own admin would, to superusers) and the database refuses it anyway."""
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+if admin.site.is_registered(LogEntry):
+    admin.site.unregister(LogEntry)
+admin.site.register(LogEntry, AuditLogEntryAdmin)

@@ -42,6 +42,9 @@ def env_list(name: str) -> list[str]:
 
 
 DEBUG = env_bool("DEBUG")
+# Staff log in to the admin with a second factor (config/admin_site.py); on unless DEBUG.
+ADMIN_REQUIRE_2FA = env_bool("ADMIN_REQUIRE_2FA", default=not DEBUG)
+OTP_TOTP_ISSUER = os.environ.get("OTP_TOTP_ISSUER", "Kimi billing admin")
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
@@ -78,7 +81,7 @@ X_FRAME_OPTIONS = "DENY"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "config.admin_apps.BillingAdminConfig",  # django.contrib.admin, with 2FA (config/admin_site.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -90,6 +93,10 @@ INSTALLED_APPS = [
     "knox",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_otp",
+    "django_otp.plugins.otp_totp",  # staff's authenticator apps
+    "django_otp.plugins.otp_static",  # staff's single-use recovery codes
+    "auditlog",  # the append-only audit log of staff writes (config/audit.py)
     "accounts",
     "credits",
     "credits.gateway",
@@ -109,6 +116,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "accounts.login_sessions.LoginSessionMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified() for the admin's 2FA
+    "config.audit.AdminAuditActorMiddleware",  # the audit log's actor: the admin's user
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -226,6 +235,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "credits-sweep": {"task": "credits.tasks.sweep_expired", "schedule": 60.0},
     "stripe-requeue-stale": {
         "task": "credits.payments.stripe_events_requeue_stale",
+        "schedule": 300.0,
+    },
+    # Staff refunds whose after-commit send was lost (credits/payments/refunds.py).
+    "staff-refunds-requeue": {
+        "task": "credits.payments.staff_refunds_requeue_pending",
         "schedule": 300.0,
     },
     # Mail whose after-commit kick was lost (broker down) or whose send failed and is due again.

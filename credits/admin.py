@@ -36,6 +36,7 @@ from django.utils.text import Truncator
 from accounts.admin import UserPanel, user_panel_register
 from accounts.login_sessions import login_sessions_live
 from accounts.models import ApiKey, User, normalize_email
+from config.audit import audit_record
 from config.text import storable
 
 from . import services
@@ -374,8 +375,9 @@ def adjust_credits_view(
     form = AdjustCreditsForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         amount: int = form.cleaned_data["amount"]
+        before = services.account_balance(account=account).balance
         try:
-            services.credits_adjust(
+            entries = services.credits_adjust(
                 user_id=user.pk,
                 amount=amount,
                 reason=form.cleaned_data["reason"],
@@ -392,6 +394,17 @@ def adjust_credits_view(
                 "Nothing was written: open the form again for a new one.",
             )
         else:
+            audit_record(
+                instance=account,
+                action="update",
+                before={"balance": before},
+                after={
+                    "balance": entries[-1].balance_after if entries else before,
+                    "adjustment": amount,
+                    "reason": form.cleaned_data["reason"],
+                    "entries": ",".join(str(e.pk) for e in entries),
+                },
+            )
             return _done(
                 model_admin,
                 request,
@@ -424,12 +437,24 @@ def freeze_view(
     form = FreezeForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         reason: str = form.cleaned_data["reason"]
+        before = {"frozen_at": account.frozen_at, "frozen_reason": account.frozen_reason}
         if unfreeze:
             services.account_unfreeze(user_id=user.pk)
             message = f"Unfroze the account: {reason}"
         else:
             services.account_freeze(user_id=user.pk, reason=reason)
             message = f"Froze the account: {reason}"
+        account.refresh_from_db()
+        audit_record(  # the staff write, append-only, with who (the request's user)
+            instance=account,
+            action="update",
+            before=before,
+            after={
+                "frozen_at": account.frozen_at,
+                "frozen_reason": account.frozen_reason,
+                "reason": reason,
+            },
+        )
         return _done(
             model_admin, request, user, history=message, message=f"{user.email}: {message}"
         )

@@ -17,6 +17,7 @@ has not run, and every expired credit gets exactly one `expire` entry (its key n
 hold it comes from).
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -436,6 +437,36 @@ class ClawbackResult:
     uncollectable: int
 
 
+@dataclass(frozen=True)
+class ClawbackSplit:
+    """What a claim up to a total would add, and how: taken now, owed (held), uncollectable."""
+
+    claim: int
+    take: int
+    owed: int
+    uncollectable: int
+
+    def __iter__(self) -> Iterator[int]:
+        return iter((self.claim, self.take, self.owed, self.uncollectable))
+
+
+def clawback_split(*, lot: Lot, claim_up_to: int, now: datetime) -> ClawbackSplit:
+    """The rule of `credits_claw_back`, without writing: the claim is a total (capped at what
+    the lot granted), so only what it adds to the lot's claims counts. Also the admin's refund
+    preview, so that what staff are shown is what the claw-back will do."""
+    claim = min(claim_up_to, lot.granted) - lot.clawback_claimed
+    if claim <= 0:
+        return ClawbackSplit(0, 0, 0, 0)
+    if lot.expires_at is not None and lot.expires_at <= now:
+        # Expired credit is already gone (its expire entry says so); a live hold's credit
+        # on it still expires when the hold ends. Nothing is taken, nothing is owed.
+        take, owed = 0, 0
+    else:
+        take = min(claim, lot.remaining - lot.reserved)
+        owed = min(claim - take, lot.reserved - lot.clawback_owed)
+    return ClawbackSplit(claim, take, owed, claim - take - owed)
+
+
 def credits_claw_back(
     *,
     user_id: UUID,
@@ -459,17 +490,9 @@ def credits_claw_back(
     with transaction.atomic():
         account = _open(user_id, now)
         lot = locks.lot_lock(lot_id, account=account)
-        claim = min(claim_up_to, lot.granted) - lot.clawback_claimed
+        claim, take, owed, uncollectable = clawback_split(lot=lot, claim_up_to=claim_up_to, now=now)
         if claim <= 0:
             return ClawbackResult(_existing_entry(idempotency_key), 0, 0)
-        if lot.expires_at is not None and lot.expires_at <= now:
-            # Expired credit is already gone (its expire entry says so); a live hold's credit
-            # on it still expires when the hold ends. Nothing is taken, nothing is owed.
-            take, owed = 0, 0
-        else:
-            take = min(claim, lot.remaining - lot.reserved)
-            owed = min(claim - take, lot.reserved - lot.clawback_owed)
-        uncollectable = claim - take - owed
         lot.remaining -= take
         lot.clawback_claimed += claim
         lot.clawback_owed += owed

@@ -5,6 +5,7 @@ they are written by registration and payments, and the ledger entries they name 
 trail, so neither adding, editing nor deleting one by hand is offered.
 """
 
+from auditlog.registry import auditlog
 from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import reverse
@@ -134,3 +135,6 @@ def referrals_made(obj: User) -> SafeString:
 
 # With who the user is: who invited them and whom they invited.
 user_panel_register(UserPanel(name="referrals", fields=(invited_by, referrals_made)))
+
+
+auditlog.register(ReferralProgram)  # the audit log of staff writes (config/audit.py)

@@ -426,6 +426,10 @@ class StripeRecordedServer:
     * ``POST /v1/checkout/sessions`` creates an open, unpaid session from the form fields.
     * ``GET /v1/checkout/sessions/{id}`` returns the stored session (``sessions`` is public so
       a test can mark one paid/complete before production code retrieves it).
+    * ``POST /v1/refunds`` refunds a charge a test put in ``charges`` (by ``charge`` or
+      ``payment_intent``), all of what is left or ``amount``, raising the charge's
+      ``amount_refunded`` as Stripe does; more than is left is Stripe's 400
+      ``charge_already_refunded``/``amount_too_large``. ``expand[]=charge`` embeds the charge.
     * Anything else gets Stripe's 404 ``invalid_request_error``.
 
     Like Stripe, a POST repeating an ``Idempotency-Key`` replays the first response (with
@@ -436,6 +440,8 @@ class StripeRecordedServer:
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
         self.sessions: dict[str, JSONDict] = {}
+        self.charges: dict[str, JSONDict] = {}
+        self.refunds: dict[str, JSONDict] = {}
         # Idempotency-Key -> (request fingerprint, first response)
         self._idempotent: dict[str, tuple[tuple[str, str, JSONDict], _Response]] = {}
         # Handler threads run concurrently; one lock keeps records and replays consistent.
@@ -495,7 +501,8 @@ class StripeRecordedServer:
             self.requests.append(request)
             key = request.idempotency_key
             # Stripe applies idempotency to POSTs only; GETs are idempotent already.
-            if request.method != "POST" or key is None or request.path != "/v1/checkout/sessions":
+            idempotent_paths = ("/v1/checkout/sessions", "/v1/refunds")
+            if request.method != "POST" or key is None or request.path not in idempotent_paths:
                 return self._route(request), {}
 
             fingerprint = (request.method, request.path, request.form)
@@ -531,6 +538,8 @@ class StripeRecordedServer:
                 session = self._create_checkout_session(request.form)
                 self.sessions[session["id"]] = session
                 return _Response(HTTPStatus.OK, copy.deepcopy(session), _request_id())
+            if request.path == "/v1/refunds" and request.method == "POST":
+                return _Response(HTTPStatus.OK, self._create_refund(request.form), _request_id())
             match = _SESSION_PATH_RE.match(request.path)
             if match and request.method == "GET":
                 return _Response(HTTPStatus.OK, self._get_session(match.group(1)), _request_id())
@@ -557,6 +566,58 @@ class StripeRecordedServer:
                 code="resource_missing",
                 param="session",
             ) from None
+
+    def _create_refund(self, form: JSONDict) -> JSONDict:
+        charge_id = form.get("charge")
+        if not charge_id and form.get("payment_intent"):
+            charge_id = next(
+                (
+                    c["id"]
+                    for c in self.charges.values()
+                    if c.get("payment_intent") == form["payment_intent"]
+                ),
+                None,
+            )
+        if not charge_id or charge_id not in self.charges:
+            raise _StripeError(
+                HTTPStatus.NOT_FOUND,
+                f"No such charge: '{charge_id}'",
+                code="resource_missing",
+                param="charge",
+            )
+        stored = self.charges[charge_id]
+        left = stored["amount"] - stored["amount_refunded"]
+        amount = _int_param(form["amount"], "amount") if "amount" in form else left
+        if left <= 0:
+            raise _StripeError(
+                HTTPStatus.BAD_REQUEST,
+                f"Charge {charge_id} has already been refunded.",
+                code="charge_already_refunded",
+            )
+        if amount <= 0 or amount > left:
+            raise _StripeError(
+                HTTPStatus.BAD_REQUEST,
+                f"Refund amount (${amount / 100:.2f}) is greater than unrefunded amount on "
+                f"charge (${left / 100:.2f})",
+                code="amount_too_large",
+                param="amount",
+            )
+        stored["amount_refunded"] += amount
+        stored["refunded"] = stored["amount_refunded"] >= stored["amount"]
+        created = refund(
+            amount=amount,
+            charge=charge_id,
+            currency=stored["currency"],
+            payment_intent=stored.get("payment_intent"),
+            metadata=form.get("metadata", {}),
+            reason=form.get("reason"),
+            status="succeeded",
+        )
+        self.refunds[created["id"]] = created
+        body = copy.deepcopy(created)
+        if "charge" in (form.get("expand") or []):
+            body["charge"] = copy.deepcopy(stored)
+        return cast(JSONDict, body)
 
     def _create_checkout_session(self, form: JSONDict) -> JSONDict:
         # Validate what production relies on, with Stripe's error shapes, so a malformed

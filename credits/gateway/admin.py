@@ -3,6 +3,7 @@
 
 from typing import Any
 
+from auditlog.registry import auditlog
 from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
@@ -67,3 +68,6 @@ class TierAdmin(admin.ModelAdmin):
 def _at_least_one(value: int) -> None:
     if value < 1:
         raise forms.ValidationError("Must be at least 1.")
+
+
+auditlog.register(Tier)  # the audit log of staff writes (config/audit.py)

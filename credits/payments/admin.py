@@ -1,20 +1,41 @@
 """Admin for packages, purchases and Stripe events."""
 
+import uuid
 from typing import Any
+from uuid import UUID
 
+from auditlog.registry import auditlog
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 
+from config.audit import audit_record
 from config.money import money_format
 from credits import services as ledger
-from credits.payments.models import Package, Purchase, StripeEvent, StripeEventStatus
+from credits.models import CreditAccount
+from credits.payments.models import (
+    Package,
+    Purchase,
+    StaffRefund,
+    StripeEvent,
+    StripeEventStatus,
+)
 
 # tasks: imported so that every process loading the admin (Celery workers too, through
 # django.setup()) registers the Stripe event task.
 from . import services, tasks  # noqa: F401
 from .finance_admin import FinanceReportAdmin  # noqa: F401  (registers "Finance by month")
+from .refunds import (
+    RefundRefused,
+    refund_preview,
+    refundable_amount,
+    staff_refund_request,
+)
 
 # A package's own fields: what the list shows and the form edits (with its customers).
 PACKAGE_COLUMNS = (
@@ -101,6 +122,87 @@ class ClawbackShortfallFilter(admin.SimpleListFilter):
         return queryset
 
 
+REFUND_PERMISSION = "payments.refund_purchase"
+REFUND_URL_NAME = "payments_purchase_refund"
+
+
+class RefundForm(forms.Form):
+    """A staff refund. `refund_id` is a fresh UUID in every rendered form and becomes the
+    refund's primary key, so a double click or a re-posted page refunds once."""
+
+    amount = forms.IntegerField(
+        min_value=1, help_text="In minor units of the purchase's currency (cents)."
+    )
+    reason = forms.CharField(
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Why: kept with the refund and sent to Stripe in its metadata.",
+    )
+    refund_id = forms.UUIDField(widget=forms.HiddenInput, initial=uuid.uuid4)
+
+
+class StaffRefundInline(admin.TabularInline):
+    model = StaffRefund
+    fields = ("created_at", "amount", "currency", "status", "reason", "created_by", "error")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Purchase | None = None) -> bool:
+        return False
+
+
+def purchase_refund_view(
+    model_admin: "PurchaseAdmin", request: HttpRequest, purchase_id: UUID
+) -> HttpResponse:
+    """The refund form: amount (default: all that is left), reason, and the preview of the
+    credits it would claw back; "Preview" recomputes it for the amount typed, "Refund" sends."""
+    if not request.user.has_perm(REFUND_PERMISSION):
+        raise PermissionDenied
+    purchase = get_object_or_404(Purchase.objects.select_related("user", "lot"), pk=purchase_id)
+    change_url = reverse("admin:payments_purchase_change", args=[purchase.pk])
+    refundable = refundable_amount(purchase=purchase)
+    if request.method == "POST":
+        form = RefundForm(request.POST)
+    else:
+        form = RefundForm(initial={"amount": refundable})
+    amount = refundable
+    if request.method == "POST":
+        valid = form.is_valid()
+        # "Preview" needs only the amount: the reason may still be empty.
+        amount = form.cleaned_data.get("amount") or refundable
+        if valid and "_refund" in request.POST:
+            try:
+                refund = staff_refund_request(
+                    refund_id=form.cleaned_data["refund_id"],
+                    purchase_id=purchase.pk,
+                    amount=amount,
+                    reason=form.cleaned_data["reason"],
+                    staff=request.user,  # type: ignore[arg-type]
+                )
+            except RefundRefused as exc:
+                form.add_error(exc.field or None, exc.message)
+            else:
+                model_admin.message_user(
+                    request,
+                    f"Refund of {refund.amount} {refund.currency} requested: it is sent to "
+                    "Stripe now, and the credits are clawed back once Stripe confirms it.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(change_url)
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": f"Refund {purchase}",
+        "opts": model_admin.opts,
+        "original": purchase,
+        "form": form,
+        "preview": refund_preview(purchase=purchase, amount=min(amount, refundable)),
+        "refundable": refundable,
+        "change_url": change_url,
+    }
+    return TemplateResponse(request, "admin/payments/purchase/refund.html", context)
+
+
 @admin.register(Purchase)
 class PurchaseAdmin(admin.ModelAdmin):
     # Ten columns fit a 1,400-px screen with a long address (tests/admin/test_browser.py):
@@ -128,8 +230,9 @@ class PurchaseAdmin(admin.ModelAdmin):
         "dispute_id",
     )
     list_select_related = ("user", "package", "lot")
-    inlines = [StripeEventInline]
+    inlines = [StripeEventInline, StaffRefundInline]
     actions = ["unfreeze_buyers"]
+    change_form_template = "admin/payments/purchase/change_form.html"
     # Purchases change only through Stripe events; staff may annotate the reason. Amounts are
     # shown as money (`$29.99 USD`), not as their minor-unit columns.
     exclude = ("price_amount", "currency", "amount_paid", "currency_paid", "amount_refunded")
@@ -187,6 +290,31 @@ class PurchaseAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Purchase | None = None) -> bool:
         return False
 
+    def get_urls(self) -> list[URLPattern]:
+        def view(request: HttpRequest, purchase_id: UUID) -> HttpResponse:
+            return purchase_refund_view(self, request, purchase_id)
+
+        return [
+            path(
+                "<uuid:purchase_id>/refund/",
+                self.admin_site.admin_view(view),
+                name=REFUND_URL_NAME,
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        extra_context = dict(extra_context or {})
+        if request.user.has_perm(REFUND_PERMISSION):
+            extra_context["refund_url"] = reverse(f"admin:{REFUND_URL_NAME}", args=[object_id])
+        return super().change_view(request, object_id, form_url, extra_context)
+
     @admin.action(
         description="Unfreeze the buyers' accounts (after reviewing the dispute)",
         permissions=["change"],
@@ -194,7 +322,15 @@ class PurchaseAdmin(admin.ModelAdmin):
     def unfreeze_buyers(self, request: HttpRequest, queryset: QuerySet[Purchase]) -> None:
         user_ids = set(queryset.values_list("user_id", flat=True))
         for user_id in user_ids:
+            account = CreditAccount.objects.filter(pk=user_id).first()
             ledger.account_unfreeze(user_id=user_id)
+            if account is not None and account.frozen_at is not None:
+                audit_record(
+                    instance=account,
+                    action="update",
+                    before={"frozen_at": account.frozen_at, "frozen_reason": account.frozen_reason},
+                    after={"frozen_at": None, "frozen_reason": ""},
+                )
         self.message_user(request, f"Unfroze {len(user_ids)} account(s).", messages.SUCCESS)
 
 
@@ -240,3 +376,8 @@ class StripeEventAdmin(admin.ModelAdmin):
             + (f": {', '.join(failed)}" if failed else "."),
             messages.WARNING if failed else messages.SUCCESS,
         )
+
+
+# The audit log of staff writes (config/audit.py).
+auditlog.register(Package, m2m_fields={"customers"})
+auditlog.register(StaffRefund)

@@ -356,14 +356,21 @@ def charge_refunded(event: StripeEvent, obj: JSON) -> Outcome:
     amount seen wins. Before the grant the refund is only recorded; the grant applies it."""
     purchase = _charge_purchase(obj)
     _record_receipt(purchase, obj)
-    refunded = obj.get("amount_refunded")
-    if isinstance(refunded, int) and refunded > purchase.amount_refunded:
-        purchase.amount_refunded = refunded
+    refund_record(purchase, amount_refunded=obj.get("amount_refunded"))
+    return Outcome(StripeEventStatus.PROCESSED, purchase)
+
+
+def refund_record(purchase: Purchase, *, amount_refunded: Any) -> None:
+    """Stripe's cumulative refunded amount, from `charge.refunded` or from a staff refund's
+    confirmation (`refunds.staff_refund_confirm`), on a purchase locked by the caller: the
+    highest seen wins, and the claw-back is a total keyed by it, so whichever comes first claws
+    back and the other claims nothing more."""
+    if isinstance(amount_refunded, int) and amount_refunded > purchase.amount_refunded:
+        purchase.amount_refunded = amount_refunded
     if purchase.lot_id is not None:
         _apply_refund(purchase)
     else:
         purchase.save()
-    return Outcome(StripeEventStatus.PROCESSED, purchase)
 
 
 def dispute_created(event: StripeEvent, obj: JSON) -> Outcome:

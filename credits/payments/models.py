@@ -198,3 +198,56 @@ class FinanceReport(Purchase):
     class Meta:
         proxy = True
         verbose_name = verbose_name_plural = "finance by month"
+
+
+class StaffRefundStatus(models.TextChoices):
+    PENDING = "pending", "pending: to be sent to Stripe"
+    SUCCEEDED = "succeeded", "succeeded: Stripe refunded it"
+    FAILED = "failed", "failed: Stripe refused it"
+
+
+class StaffRefund(models.Model):
+    """A refund staff asked for in the admin, and its outbox row: written in the same transaction
+    that checks it against what is left to refund, sent to Stripe by a task after commit (never
+    inside the transaction), with the Stripe idempotency key `staff-refund-<id>` so a retried send
+    refunds once. Its credits are clawed back when Stripe confirms it, by whichever of this
+    refund's send and the `charge.refunded` event is applied first: both set the purchase's
+    cumulative `amount_refunded` from Stripe's charge, and the claw-back is a claim stated as a
+    total, so the second finds nothing more to claim."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    purchase = models.ForeignKey(Purchase, on_delete=models.PROTECT, related_name="staff_refunds")
+    amount = models.PositiveIntegerField(help_text="In the purchase currency's minor units.")
+    currency = models.CharField(max_length=3)
+    reason = models.TextField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    status = models.CharField(
+        max_length=16, choices=StaffRefundStatus.choices, default=StaffRefundStatus.PENDING
+    )
+    stripe_refund_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "payments_staffrefund"
+        ordering = ("-created_at",)
+        permissions = [("refund_purchase", "Can refund a purchase through Stripe")]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="staff_refund_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(status="succeeded", stripe_refund_id__isnull=False)
+                | ~Q(status="succeeded"),
+                name="staff_refund_succeeded_has_stripe_id",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"refund of {self.amount} {self.currency} ({self.status})"
+
+    @property
+    def stripe_idempotency_key(self) -> str:
+        return f"staff-refund-{self.pk}"

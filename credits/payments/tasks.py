@@ -44,3 +44,33 @@ def stripe_events_requeue_stale_task() -> int:
 def stripe_events_requeue_failed_task() -> int:
     """Beat, hourly: the long tail of failed events, and staff's alert about them."""
     return len(services.stripe_events_requeue_failed())
+
+
+@shared_task(
+    bind=True,
+    name="credits.payments.staff_refund_send",
+    acks_late=True,
+    ignore_result=True,
+    max_retries=MAX_RETRIES,
+)
+def staff_refund_send_task(self: Task, refund_id: str) -> str:
+    """Send a staff refund to Stripe after its request committed (the outbox row), retried with
+    back-off while Stripe is unreachable: the Stripe idempotency key makes a retry refund once."""
+    from uuid import UUID
+
+    from .refunds import RefundSendFailed, staff_refund_send
+
+    try:
+        return str(staff_refund_send(refund_id=UUID(refund_id)).status)
+    except RefundSendFailed as exc:
+        if self.request.is_eager:
+            # No broker: the row stays pending for the beat's requeue.
+            return "pending"
+        raise self.retry(countdown=10 * 2**self.request.retries, exc=exc) from exc
+
+
+@shared_task(name="credits.payments.staff_refunds_requeue_pending", ignore_result=True)
+def staff_refunds_requeue_pending_task() -> int:
+    from .refunds import staff_refunds_requeue_pending
+
+    return len(staff_refunds_requeue_pending())

@@ -15,7 +15,14 @@ from credits.payments import services
 from credits.payments.models import Package, Purchase
 from tests import stripe_support
 from tests.factories import ensure_seeded_packages
-from tests.stripe_support import StripeRecordedServer, build_event, checkout_session, signed_webhook
+from tests.stripe_support import (
+    StripeRecordedServer,
+    build_event,
+    charge,
+    checkout_session,
+    new_id,
+    signed_webhook,
+)
 
 WEBHOOK_SECRET = "whsec_test_payments"
 WEBHOOK_URL = "/api/webhooks/stripe"
@@ -99,3 +106,21 @@ def balance(user: User) -> int:
 
 def package(slug: str) -> Package:
     return Package.objects.get(slug=slug)
+
+
+def paid_with_charge(user: User, server: StripeRecordedServer, slug: str = "standard") -> Purchase:
+    """A granted purchase whose charge Stripe (the recorded server) knows."""
+    purchase = buy(user, slug)
+    charge_id, intent_id = new_id("ch"), new_id("pi")
+    assert deliver(completion_event(purchase, payment_intent=intent_id)).status_code == 200
+    Purchase.objects.filter(pk=purchase.pk).update(charge_id=charge_id)
+    purchase.refresh_from_db()
+    server.charges[charge_id] = charge(
+        id=charge_id,
+        amount=purchase.price_amount,
+        amount_refunded=0,
+        currency=purchase.currency,
+        payment_intent=intent_id,
+        metadata={"purchase_id": str(purchase.pk)},
+    )
+    return purchase
