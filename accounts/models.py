@@ -188,7 +188,10 @@ class ApiKey(models.Model):
     spent_month_start = models.DateTimeField(null=True, blank=True)
     spent_total = models.BigIntegerField(default=0)
     # Rotation: the secret before the last rotation, accepted until `previous_expires_at`.
-    previous_digest = models.CharField(max_length=64, null=True, blank=True, editable=False)
+    # NULL, not "", when there is none: the unique constraint allows many NULLs.
+    previous_digest = models.CharField(  # noqa: DJ001
+        max_length=64, null=True, blank=True, editable=False
+    )
     previous_expires_at = models.DateTimeField(null=True, blank=True)
     rotated_at = models.DateTimeField(null=True, blank=True)
 

@@ -52,7 +52,6 @@ from .models import (
 )
 from .signals import clawback_collected
 
-
 ACCOUNT_LIMIT_MESSAGE = "This account has reached its monthly credit limit."
 KEY_BUDGET_MESSAGE = "This API key has reached its budget for the period."
 MODEL_NOT_ALLOWED_MESSAGE = "This API key may not use the requested model."
