@@ -756,3 +756,14 @@ def account_freeze(*, user_id: UUID, reason: str) -> None:
 
 def account_unfreeze(*, user_id: UUID) -> None:
     CreditAccount.objects.filter(pk=user_id).update(frozen_at=None, frozen_reason="")
+
+
+def account_limit_set(*, user_id: UUID, monthly_credit_limit: int | None) -> CreditAccount:
+    """Set (or with None, remove) the account's monthly credit limit. A limit below what the
+    month has charged plus what is held denies the next request; nothing is taken back."""
+    account_open(user_id=user_id)
+    with transaction.atomic():
+        account = _open(user_id, clock.now())
+        account.monthly_credit_limit = monthly_credit_limit
+        account.save(update_fields=["monthly_credit_limit"])
+        return account

@@ -7,4 +7,5 @@ from . import views
 urlpatterns = [
     path("user/credits", views.CreditsApi.as_view(), name="user-credits"),
     path("user/ledger", views.LedgerApi.as_view(), name="user-ledger"),
+    path("user/limits", views.LimitsApi.as_view(), name="user-limits"),
 ]
