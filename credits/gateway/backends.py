@@ -147,6 +147,12 @@ class ServicesBackend:
         account = CreditAccount.objects.filter(pk=key.user_id).first()
         if account is None:
             return Check(Outcome.NO_CREDIT, key_id, user_id)
+        if account.next_event_at is not None and account.next_event_at <= now:
+            # Expired holds still count in `reserved` and the key's `held` until released:
+            # write what is due first (as the hold would), so the limits read the live holds.
+            services.account_settle_due(user_id=key.user_id)
+            account.refresh_from_db()
+            key.refresh_from_db()
         balance = services.account_balance(account=account, now=now)
         outcome: Outcome = Outcome.OK
         if account.frozen_at is not None:
