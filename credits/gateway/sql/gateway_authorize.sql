@@ -7,6 +7,7 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     k record;
+    c record;
     v_lot bigint;
     v_available bigint;
     v_decision jsonb;
@@ -17,9 +18,7 @@ BEGIN
     -- statement (the account is locked even for a key refused just below; nothing is written).
     SELECT kk.id, kk.user_id, kk.revoked_at, kk.expires_at, kk.last_used_at, u.is_active,
            a.user_id IS NOT NULL AS has_account, a.balance, a.reserved, a.frozen_at,
-           a.next_event_at, a.monthly_credit_limit, a.month_spent, a.month_start,
-           kk.budget_credits, kk.budget_period, kk.held, kk.spent_day, kk.spent_day_start,
-           kk.spent_month, kk.spent_month_start, kk.spent_total, kk.allowed_models
+           a.next_event_at, a.monthly_credit_limit, a.month_spent, a.month_start
       INTO k
       FROM accounts_apikey kk
       JOIN accounts_user u ON u.id = kk.user_id
@@ -56,12 +55,19 @@ BEGIN
     ELSIF available < 1 THEN
         outcome := 'no_credit';
     ELSE
-        -- Spend controls (issue 18), in the contract's order after the credit check.
+        -- Spend controls (issue 18), in the contract's order after the credit check. The
+        -- key's counters are read here, in a statement of their own: the statement above took
+        -- its snapshot before it waited for the account lock, and only the locked row is read
+        -- again after the wait (a concurrent settle may have changed the key meanwhile; the
+        -- race test found 53 of a budget of 37 allowed when they were read there).
+        SELECT kk.budget_credits, kk.budget_period, kk.held, kk.spent_day, kk.spent_day_start,
+               kk.spent_month, kk.spent_month_start, kk.spent_total, kk.allowed_models INTO c
+          FROM accounts_apikey kk WHERE kk.id = k.id;
         outcome := gateway_spend_check(p_now, k.monthly_credit_limit, k.month_spent,
-                                       k.month_start, k.reserved, k.budget_credits,
-                                       k.budget_period, k.held, k.spent_day,
-                                       k.spent_day_start, k.spent_month, k.spent_month_start,
-                                       k.spent_total, k.allowed_models, p_model);
+                                       k.month_start, k.reserved, c.budget_credits,
+                                       c.budget_period, c.held, c.spent_day,
+                                       c.spent_day_start, c.spent_month, c.spent_month_start,
+                                       c.spent_total, c.allowed_models, p_model);
     END IF;
     IF outcome IS NULL
        AND (k.balance < p_tier_min OR (p_tier_max IS NOT NULL AND k.balance > p_tier_max)) THEN
