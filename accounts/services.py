@@ -445,14 +445,14 @@ def api_key_update(
 
 
 def api_key_rotate(
-    *, user: User, key_id: uuid.UUID | str, grace_seconds: int
+    *, user: User, key_id: uuid.UUID | str, grace_seconds: int, now: datetime | None = None
 ) -> tuple[ApiKey, str]:
     """A new secret for the same key (id, name, budget, counters, usage stay). The current
     secret becomes the previous one, accepted until now + `grace_seconds`; a secret that was
     previous already is dropped, so it stops working at once. The key row is locked, so two
     concurrent rotations are one after the other."""
     raw = secrets.new_secret(settings.API_KEY_PREFIX)
-    now = timezone.now()
+    now = now or timezone.now()  # the gateway's clock in tests that move it
     with transaction.atomic():
         key = _own_key_lock(user, key_id)
         key.previous_digest = key.digest
