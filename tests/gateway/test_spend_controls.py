@@ -16,6 +16,7 @@ from accounts.services import api_key_rotate, api_key_update
 from credits import clock, services
 from credits.models import CreditAccount
 from credits.reconciliation import reconcile
+from tests import concurrency
 from tests.gateway.conftest import Gateway, funded_customer, start_of_next
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("backend")]
@@ -25,30 +26,22 @@ BIG = 20_000  # tier 10,000+: 500 requests a minute, so the rate limit never dec
 
 
 def run_together(token: str, calls: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """Authorize (raw key, request id) pairs on THREADS threads that start at once, each with
-    its own client and connection (closed after)."""
-    barrier = threading.Barrier(THREADS)
-    results: list[Any] = [None] * len(calls)
-    errors: list[BaseException] = []
+    """Authorize (raw key, request id) pairs on THREADS threads released at once
+    (tests.concurrency), each with its own client and connection; thread n takes every
+    THREADS-th call from n."""
 
-    def worker(offset: int) -> None:
+    def work(offset: int) -> list[tuple[int, dict[str, Any]]]:
         gateway = Gateway(token, Client())
-        try:
-            barrier.wait()
-            for index in range(offset, len(calls), THREADS):
-                raw, request_id = calls[index]
-                results[index] = gateway.authorize(raw, request_id)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+        return [
+            (index, gateway.authorize(*calls[index]))
+            for index in range(offset, len(calls), THREADS)
+        ]
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+    results: list[Any] = [None] * len(calls)
+    for done in concurrency.run_together(THREADS, work):
+        assert not isinstance(done, BaseException), done
+        for index, decision in done:
+            results[index] = decision
     return results
 
 
