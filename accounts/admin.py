@@ -31,6 +31,7 @@ from knox.models import AuthToken
 
 from config.audit import audit_record
 
+from . import budgets
 from .models import ApiKey, OutboundEmail, ServiceToken, User
 from .service_tokens import clear_cache
 from .services import (
@@ -310,6 +311,16 @@ class UserAdmin(DjangoUserAdmin):
             email_mark_verified(user=obj)
 
 
+_SPEND_FIELDS = (
+    "budget",
+    "spent",
+    "held",
+    "allowed_models",
+    "rotated_at",
+    "previous_expires_at",
+)
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     list_display = (
@@ -320,6 +331,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "last_used_at",
         "expires_at",
         "revoked_at",
+        "budget",
+        "spent",
+        "previous_expires_at",
     )
     list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
     list_select_related = ("user",)
@@ -333,6 +347,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "last_used_at",
         "expires_at",
         "revoked_at",
+        *_SPEND_FIELDS,
     )
     readonly_fields = (
         "id",
@@ -342,7 +357,23 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "last_used_at",
         "expires_at",
         "revoked_at",
+        *_SPEND_FIELDS,
     )
+
+    # Spend controls and rotation (issue 18), shown, not edited here: the user sets them
+    # (PATCH /api/user/keys/{id}, rotate), and the counters belong to the ledger.
+    @admin.display(description="budget")
+    def budget(self, obj: ApiKey) -> str:
+        if obj.budget_credits is None:
+            return "none"
+        return f"{obj.budget_credits:,} credits per {obj.budget_period}"
+
+    @admin.display(description="spent in period")
+    def spent(self, obj: ApiKey) -> str:
+        spent = budgets.key_spent(obj, timezone.now())
+        end = budgets.period_end(obj.budget_period, timezone.now())
+        return f"{spent:,}" + (f" (resets {end:%Y-%m-%d %H:%M} UTC)" if end else "")
+
     actions = ("revoke",)
 
     def has_add_permission(self, request: HttpRequest) -> bool:

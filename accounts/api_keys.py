@@ -49,10 +49,16 @@ def api_key_resolve(raw: str, *, now: datetime | None = None) -> ApiKey | None:
     """
     if not api_key_is_well_formed(raw):
         return None
-    key = ApiKey.objects.select_related("user").filter(digest=secrets.digest(raw)).first()
+    now = now or timezone.now()
+    digest = secrets.digest(raw)
+    # The key's secret, or the secret it had before its last rotation, in the grace period.
+    key = (
+        ApiKey.objects.select_related("user")
+        .filter(Q(digest=digest) | Q(previous_digest=digest, previous_expires_at__gt=now))
+        .first()
+    )
     if key is None:
         return None
-    now = now or timezone.now()
     if key.revoked_at is not None or not key.user.is_active:
         return None
     if key.expires_at is not None and key.expires_at <= now:

@@ -30,6 +30,8 @@ from .models import ApiKey, User
 from .services import (
     api_key_create,
     api_key_revoke,
+    api_key_rotate,
+    api_key_update,
     email_change_request,
     email_verification_resend,
     email_verify,
@@ -374,6 +376,8 @@ class ApiKeysApi(APIView):
             user=_user(request),
             name=data["name"],
             expires_at=data["expires_at"],
+            budget=data.get("budget"),
+            allowed_models=data.get("allowed_models"),
         )
         body = s.ApiKeyCreatedSerializer(key, context={"raw_key": raw}).data
         return Response(body, status=status.HTTP_201_CREATED)
@@ -393,6 +397,41 @@ class ApiKeyDetailApi(APIView):
     def delete(self, request: Request, key_id: str) -> Response:
         api_key_revoke(user=_user(request), key_id=key_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        operation_id="user_keys_update",
+        request=s.ApiKeyUpdateInputSerializer,
+        responses={
+            200: s.ApiKeySerializer,
+            **error_responses(400, 401, 404, s404="key_not_found: no such live key of this user"),
+        },
+        tags=["api keys"],
+        summary="Change a key's name, budget or allowed models.",
+    )
+    def patch(self, request: Request, key_id: str) -> Response:
+        data = _valid(s.ApiKeyUpdateInputSerializer, request)
+        key = api_key_update(user=_user(request), key_id=key_id, **data)
+        return Response(s.ApiKeySerializer(key).data)
+
+
+class ApiKeyRotateApi(APIView):
+    @extend_schema(
+        operation_id="user_keys_rotate",
+        request=s.ApiKeyRotateInputSerializer,
+        responses={
+            201: s.ApiKeyRotatedSerializer,
+            **error_responses(400, 401, 404, s404="key_not_found: no such live key of this user"),
+        },
+        tags=["api keys"],
+        summary="A new secret for the same key; the previous one works until previous_expires_at.",
+    )
+    def post(self, request: Request, key_id: str) -> Response:
+        data = _valid(s.ApiKeyRotateInputSerializer, request)
+        key, raw = api_key_rotate(
+            user=_user(request), key_id=key_id, grace_seconds=data["grace_seconds"]
+        )
+        body = s.ApiKeyRotatedSerializer(key, context={"raw_key": raw}).data
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 def _valid(serializer_class: type[Any], request: Request) -> dict[str, Any]:

@@ -144,6 +144,9 @@ class User(AbstractBaseUser, PermissionsMixin):
         super().save(*args, **kwargs)
 
 
+BUDGET_PERIODS = ("day", "month", "total")
+
+
 class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
     def live(self) -> "ApiKeyQuerySet":
         now = timezone.now()
@@ -167,6 +170,31 @@ class ApiKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # Spend controls (issue 18, CONTRACT.md part 2). The counters live on the key row so that
+    # the hot path checks a budget without a SUM over usage: they are changed only under the
+    # lock of the key's credit account (`credits.services`, `credits/gateway/sql/`), which
+    # every hold, charge and release of the key already takes, so they are exact under any
+    # concurrency. A counter belongs to the period that starts at its `*_start` (UTC); in a
+    # later period it reads as 0 (`accounts.budgets`). All three are kept whatever the budget,
+    # so that a budget set or changed later counts what was already spent.
+    budget_credits = models.BigIntegerField(null=True, blank=True)
+    budget_period = models.CharField(
+        max_length=5, blank=True, default="", choices=[(p, p) for p in BUDGET_PERIODS]
+    )
+    allowed_models = models.JSONField(null=True, blank=True)
+    held = models.BigIntegerField(default=0, help_text="Credits held by live holds of this key.")
+    spent_day = models.BigIntegerField(default=0)
+    spent_day_start = models.DateTimeField(null=True, blank=True)
+    spent_month = models.BigIntegerField(default=0)
+    spent_month_start = models.DateTimeField(null=True, blank=True)
+    spent_total = models.BigIntegerField(default=0)
+    # Rotation: the secret before the last rotation, accepted until `previous_expires_at`.
+    # NULL, not "", when there is none: the unique constraint allows many NULLs.
+    previous_digest = models.CharField(  # noqa: DJ001
+        max_length=64, null=True, blank=True, editable=False
+    )
+    previous_expires_at = models.DateTimeField(null=True, blank=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
 
     objects = ApiKeyQuerySet.as_manager()
 
@@ -175,7 +203,22 @@ class ApiKey(models.Model):
         indexes = [models.Index(fields=["user", "revoked_at"], name="apikey_user_live")]
         # Not `unique=True`, which would add a `_like` index nobody reads (keys are looked up
         # by their whole digest).
-        constraints = [models.UniqueConstraint(fields=["digest"], name="apikey_unique_digest")]
+        constraints = [
+            models.UniqueConstraint(fields=["digest"], name="apikey_unique_digest"),
+            models.UniqueConstraint(fields=["previous_digest"], name="apikey_unique_previous"),
+            models.CheckConstraint(
+                condition=models.Q(held__gte=0)
+                & models.Q(spent_day__gte=0)
+                & models.Q(spent_month__gte=0)
+                & models.Q(spent_total__gte=0)
+                & (models.Q(budget_credits__isnull=True) | models.Q(budget_credits__gte=0))
+                & (
+                    models.Q(budget_credits__isnull=True, budget_period="")
+                    | models.Q(budget_credits__isnull=False, budget_period__in=BUDGET_PERIODS)
+                ),
+                name="apikey_budget_valid",
+            ),
+        ]
         verbose_name = "API key"
 
     def __str__(self) -> str:

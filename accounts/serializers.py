@@ -2,11 +2,17 @@
 
 from typing import Any
 
+from django.utils import timezone
 from rest_framework import serializers
 
-from config.fields import RFC3339Field
+from config.fields import RFC3339Field, rfc3339
 
-from .models import ApiKey, LoginSession, User
+from . import budgets
+from .models import BUDGET_PERIODS, ApiKey, LoginSession, User
+
+MAX_BUDGET = 2**62  # within the ledger's 64-bit amounts
+DEFAULT_GRACE_SECONDS = 86_400
+MAX_GRACE_SECONDS = 604_800
 
 
 class UserSerializer(serializers.ModelSerializer[User]):
@@ -128,15 +134,67 @@ class LoginSessionSerializer(serializers.ModelSerializer[LoginSession]):
         return obj.pk == self.context.get("current_id")
 
 
+class BudgetSerializer(serializers.Serializer[Any]):
+    credits = serializers.IntegerField(min_value=0, max_value=MAX_BUDGET)
+    period = serializers.ChoiceField(choices=BUDGET_PERIODS, help_text="UTC calendar periods.")
+
+
+def _allowed_models() -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        allow_null=True,
+        allow_empty=True,
+        max_length=100,
+        required=False,
+        help_text="Model ids this key may use; null: all.",
+    )
+
+
+def _budget() -> BudgetSerializer:
+    return BudgetSerializer(allow_null=True, required=False, help_text="null: no budget.")
+
+
 class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
     created_at = RFC3339Field()
     last_used_at = RFC3339Field(allow_null=True, help_text="Accurate to a minute.")
     expires_at = RFC3339Field(allow_null=True)
+    budget = serializers.SerializerMethodField()
+    spent = serializers.SerializerMethodField(
+        help_text="Credits charged in the budget's current period (no budget: all time)."
+    )
+    period_resets_at = serializers.SerializerMethodField()
+    previous_expires_at = RFC3339Field(
+        allow_null=True, help_text="Until when the secret before the last rotation works."
+    )
 
     class Meta:
         model = ApiKey
-        fields = ("id", "name", "prefix", "created_at", "last_used_at", "expires_at")
+        fields = (
+            "id",
+            "name",
+            "prefix",
+            "created_at",
+            "last_used_at",
+            "expires_at",
+            "budget",
+            "allowed_models",
+            "spent",
+            "period_resets_at",
+            "previous_expires_at",
+        )
         read_only_fields = fields
+
+    def get_budget(self, obj: ApiKey) -> dict[str, Any] | None:
+        if obj.budget_credits is None:
+            return None
+        return {"credits": obj.budget_credits, "period": obj.budget_period}
+
+    def get_spent(self, obj: ApiKey) -> int:
+        return budgets.key_spent(obj, timezone.now())
+
+    def get_period_resets_at(self, obj: ApiKey) -> str | None:
+        end = budgets.period_end(obj.budget_period, timezone.now())
+        return rfc3339(end) if end is not None else None
 
 
 class ApiKeyCreateInputSerializer(serializers.Serializer[Any]):
@@ -147,6 +205,39 @@ class ApiKeyCreateInputSerializer(serializers.Serializer[Any]):
         default=None,
         help_text="When the key stops working (ISO 8601; a naive value is UTC). Absent: never.",
     )
+    budget = _budget()
+    allowed_models = _allowed_models()
+
+
+class ApiKeyUpdateInputSerializer(serializers.Serializer[Any]):
+    """PATCH: only the fields present change."""
+
+    name = serializers.CharField(max_length=100, required=False)
+    budget = _budget()
+    allowed_models = _allowed_models()
+
+
+class ApiKeyRotateInputSerializer(serializers.Serializer[Any]):
+    grace_seconds = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_GRACE_SECONDS,
+        required=False,
+        default=DEFAULT_GRACE_SECONDS,
+        help_text="How long the previous secret keeps working.",
+    )
+
+
+class ApiKeyRotatedSerializer(serializers.ModelSerializer[ApiKey]):
+    key = serializers.SerializerMethodField(help_text="The new full key. Shown this once only.")
+    previous_expires_at = RFC3339Field(allow_null=True)
+
+    class Meta:
+        model = ApiKey
+        fields = ("id", "name", "prefix", "key", "previous_expires_at")
+        read_only_fields = fields
+
+    def get_key(self, obj: ApiKey) -> str:
+        return str(self.context["raw_key"])
 
 
 class ApiKeyCreatedSerializer(serializers.ModelSerializer[ApiKey]):

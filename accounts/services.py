@@ -13,6 +13,7 @@ outbox (`accounts.mail`) in the same transactions and sent after commit.
 import math
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from disposable_email_domains import blocklist as DISPOSABLE_DOMAINS
 from django.conf import settings
@@ -354,7 +355,12 @@ def _email_taken() -> ApplicationError:
 
 
 def api_key_create(
-    *, user: User, name: str, expires_at: datetime | None = None
+    *,
+    user: User,
+    name: str,
+    expires_at: datetime | None = None,
+    budget: dict[str, Any] | None = None,
+    allowed_models: list[str] | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key; returns it with the full secret, which is never stored or shown again."""
     name = (name or "").strip()
@@ -395,6 +401,81 @@ def api_key_create(
             digest=secrets.digest(raw),
             created_at=now,
             expires_at=expires_at,
+            budget_credits=budget["credits"] if budget else None,
+            budget_period=budget["period"] if budget else "",
+            allowed_models=allowed_models,
+        )
+    return key, raw
+
+
+def _own_key_lock(user: User, key_id: uuid.UUID | str) -> ApiKey:
+    """One of `user`'s live keys, locked alone (never with an account: credits.locks)."""
+    try:
+        key_uuid = key_id if isinstance(key_id, uuid.UUID) else uuid.UUID(str(key_id))
+    except ValueError:
+        raise _key_not_found() from None
+    key = ApiKey.objects.select_for_update().filter(user=user, pk=key_uuid).live().first()
+    if key is None:
+        raise _key_not_found()
+    return key
+
+
+_UNSET: Any = object()
+
+
+def api_key_update(
+    *,
+    user: User,
+    key_id: uuid.UUID | str,
+    name: str | None = None,
+    budget: dict[str, Any] | None = _UNSET,
+    allowed_models: list[str] | None = _UNSET,
+) -> ApiKey:
+    """Change a key's name, budget or allowed models (only what is passed). The spend counters
+    are kept for every period whatever the budget, so a new budget counts what was already
+    spent in its period; one lowered below `spent` denies the next request."""
+    with transaction.atomic():
+        key = _own_key_lock(user, key_id)
+        if name is not None:
+            name = name.strip()
+            if not name:
+                raise ApplicationError(
+                    "name must not be empty.", code="invalid_request", field="name"
+                )
+            key.name = name
+        if budget is not _UNSET:
+            key.budget_credits = budget["credits"] if budget else None
+            key.budget_period = budget["period"] if budget else ""
+        if allowed_models is not _UNSET:
+            key.allowed_models = allowed_models
+        key.save(update_fields=["name", "budget_credits", "budget_period", "allowed_models"])
+    return key
+
+
+def api_key_rotate(
+    *, user: User, key_id: uuid.UUID | str, grace_seconds: int, now: datetime | None = None
+) -> tuple[ApiKey, str]:
+    """A new secret for the same key (id, name, budget, counters, usage stay). The current
+    secret becomes the previous one, accepted until now + `grace_seconds`; a secret that was
+    previous already is dropped, so it stops working at once. The key row is locked, so two
+    concurrent rotations are one after the other."""
+    raw = secrets.new_secret(settings.API_KEY_PREFIX)
+    now = now or timezone.now()  # the gateway's clock in tests that move it
+    with transaction.atomic():
+        key = _own_key_lock(user, key_id)
+        key.previous_digest = key.digest
+        key.previous_expires_at = now + timedelta(seconds=grace_seconds)
+        key.digest = secrets.digest(raw)
+        key.prefix = secrets.display_prefix(raw, settings.API_KEY_PREFIX)
+        key.rotated_at = now
+        key.save(
+            update_fields=[
+                "previous_digest",
+                "previous_expires_at",
+                "digest",
+                "prefix",
+                "rotated_at",
+            ]
         )
     return key, raw
 

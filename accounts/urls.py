@@ -31,4 +31,5 @@ urlpatterns = [
     ),
     path("user/keys", apis.ApiKeysApi.as_view(), name="user-keys"),
     path("user/keys/<str:key_id>", apis.ApiKeyDetailApi.as_view(), name="user-key-detail"),
+    path("user/keys/<str:key_id>/rotate", apis.ApiKeyRotateApi.as_view(), name="user-key-rotate"),
 ]

@@ -13,6 +13,21 @@ class AccountFrozen(ApplicationError):
     code = "account_frozen"
 
 
+class AccountLimitExceeded(ApplicationError):
+    status_code = 403
+    code = "account_limit_exceeded"
+
+
+class KeyBudgetExceeded(ApplicationError):
+    status_code = 403
+    code = "key_budget_exceeded"
+
+
+class ModelNotAllowed(ApplicationError):
+    status_code = 403
+    code = "model_not_allowed"
+
+
 class IdempotencyConflict(Conflict):
     code = "idempotency_conflict"
 

@@ -9,16 +9,21 @@ round, so two operations can never wait for each other in a cycle:
 2. the account (`account_lock`). Every money operation starts here, one account at a time;
 3. its holds (`hold_lock`, `holds_due_lock`);
 4. its lots (`lot_lock`, `lots_due_lock`, `lots_spendable_lock`; several in burn-down order);
-5. the usage bucket, written last by the trigger on usage records.
+5. the API key of a hold, whose spend counters change with it (`key_lock`);
+6. the usage bucket, written last by the trigger on usage records.
 
 The gateway's SQL functions (`credits/gateway/sql/`) lock in the same order: the account, then
-the hold, then the lot, then (through the trigger) the bucket.
+the hold, then the lot, then the key, then (through the trigger) the bucket. Outside money
+operations a key row is locked alone (rename, budget, rotation, revoke), so it never waits for
+an account while holding the key.
 """
 
 from datetime import datetime
 from uuid import UUID
 
 from django.db.models import F, Q, QuerySet
+
+from accounts.models import ApiKey
 
 from .models import CreditAccount, Hold, HoldStatus, Lot
 
@@ -66,3 +71,8 @@ def lots_spendable_lock(account: CreditAccount, now: datetime) -> QuerySet[Lot]:
         .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
         .order_by(F("expires_at").asc(nulls_last=True), "id")
     )
+
+
+def key_lock(key_id: UUID) -> ApiKey:
+    """The API key of a hold, after its account (and lots): its spend counters."""
+    return ApiKey.objects.select_for_update().get(pk=key_id)

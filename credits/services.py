@@ -26,16 +26,20 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Min, Q, Sum
 
-from accounts.models import User
+from accounts import budgets
+from accounts.models import ApiKey, User
 
 from . import clock, locks
 from .errors import (
     AccountFrozen,
+    AccountLimitExceeded,
     HoldAlreadySettled,
     HoldNotFound,
     IdempotencyConflict,
     InsufficientCredits,
+    KeyBudgetExceeded,
     LedgerLimitExceeded,
+    ModelNotAllowed,
 )
 from .models import (
     MAX_CREDITS,
@@ -48,6 +52,10 @@ from .models import (
     LotSource,
 )
 from .signals import clawback_collected
+
+ACCOUNT_LIMIT_MESSAGE = "This account has reached its monthly credit limit."
+KEY_BUDGET_MESSAGE = "This API key has reached its budget for the period."
+MODEL_NOT_ALLOWED_MESSAGE = "This API key may not use the requested model."
 
 
 @dataclass(frozen=True)
@@ -151,7 +159,39 @@ def _write_entry(
 
 
 def _save_account(account: CreditAccount) -> None:
-    account.save(update_fields=["balance", "reserved", "consumed", "next_event_at"])
+    account.save(
+        update_fields=[
+            "balance",
+            "reserved",
+            "consumed",
+            "next_event_at",
+            "month_spent",
+            "month_start",
+        ]
+    )
+
+
+def account_month_spent(*, account: CreditAccount, now: datetime) -> int:
+    """Credits charged to the account in the UTC calendar month holding `now`."""
+    month = budgets.period_start(budgets.MONTH, now)
+    return budgets.counted(account.month_spent, account.month_start, month)
+
+
+def account_limit_exceeded(*, account: CreditAccount, now: datetime, amount: int = 1) -> bool:
+    """True when charging `amount` more, on top of the month's charges and what live holds
+    (`reserved`) may still charge, would pass the account's monthly limit."""
+    if account.monthly_credit_limit is None:
+        return False
+    spent = account_month_spent(account=account, now=now)
+    return spent + account.reserved + amount > account.monthly_credit_limit
+
+
+def _key_held_add(hold: Hold, amount: int) -> None:
+    """A key's live holds change with its hold (under the account lock, key locked last)."""
+    if hold.api_key_id is not None:
+        key = locks.key_lock(hold.api_key_id)
+        key.held += amount
+        key.save(update_fields=["held"])
 
 
 def _recompute_next_event(account: CreditAccount) -> None:
@@ -200,6 +240,7 @@ def _release_hold(account: CreditAccount, hold: Hold, *, status: str, now: datet
     if lot.clawback_owed > 0 and (lot.expires_at is None or lot.expires_at > now):
         _collect_owed(account, lot, hold, now)
     lot.save(update_fields=["reserved", "remaining", "clawback_owed"])
+    _key_held_add(hold, -hold.amount)
     hold.status = status
     hold.settled_at = now
     hold.save(update_fields=["status", "settled_at"])
@@ -530,9 +571,14 @@ def hold_create(
     amount: int = 1,
     api_key_id: UUID | None = None,
     ttl: timedelta | None = None,
+    model: str | None = None,
 ) -> HoldResult:
     """Reserve `amount` credits of one lot for a request. A request id held before returns that
-    hold unchanged (whatever became of it); nothing is reserved twice."""
+    hold unchanged (whatever became of it); nothing is reserved twice.
+
+    Checks in the contract's order: frozen, available credit, the account's monthly limit, the
+    key's budget, the key's allowed models. A limit counts the period's charges plus live holds
+    (both kept on rows locked here), so concurrent holds can never take it past its limit."""
     now = clock.now()
     ttl = ttl if ttl is not None else timedelta(seconds=settings.HOLD_TTL_SECONDS)
     with transaction.atomic():
@@ -548,6 +594,14 @@ def hold_create(
             raise AccountFrozen("This account is frozen; contact support.")
         if account.balance - account.reserved < amount:
             raise InsufficientCredits("Not enough available credits for this request.")
+        if account_limit_exceeded(account=account, now=now, amount=amount):
+            raise AccountLimitExceeded(ACCOUNT_LIMIT_MESSAGE)
+        # Read, not locked: its counters change only under this account's lock, held here.
+        key = ApiKey.objects.get(pk=api_key_id) if api_key_id is not None else None
+        if key is not None and budgets.key_budget_exceeded(key, now, amount):
+            raise KeyBudgetExceeded(KEY_BUDGET_MESSAGE)
+        if key is not None and not budgets.model_allowed(key, model):
+            raise ModelNotAllowed(MODEL_NOT_ALLOWED_MESSAGE)
         lot = next(
             iter(
                 locks.lots_spendable_lock(account, now).filter(
@@ -573,11 +627,20 @@ def hold_create(
         if account.next_event_at is None or hold.expires_at < account.next_event_at:
             account.next_event_at = hold.expires_at
         _save_account(account)
+        _key_held_add(hold, amount)
         return HoldResult(hold, created=True, available=account.balance - account.reserved)
 
 
 def _charge_available(account: CreditAccount, hold: Hold, now: datetime) -> int:
-    """A success settled after its hold expired: charge from available credit if there is any."""
+    """A success settled after its hold expired: charge from available credit if there is any,
+    and only within the account's monthly limit and the key's budget (a late success never
+    passes a limit)."""
+    if account_limit_exceeded(account=account, now=now, amount=hold.amount):
+        return 0
+    if hold.api_key_id is not None and budgets.key_budget_exceeded(
+        locks.key_lock(hold.api_key_id), now, hold.amount
+    ):
+        return 0
     lot = next(
         iter(
             locks.lots_spendable_lock(account, now).filter(
@@ -607,6 +670,15 @@ def _charge(account: CreditAccount, lot: Lot, hold: Hold, now: datetime, *, held
         lot.clawback_owed -= spent_owed
         lot.clawback_uncollectable += spent_owed
     lot.save(update_fields=["remaining", "reserved", "clawback_owed", "clawback_uncollectable"])
+    account.month_spent = account_month_spent(account=account, now=now) + hold.amount
+    account.month_start = budgets.period_start(budgets.MONTH, now)
+    if hold.api_key_id is not None:
+        key = locks.key_lock(hold.api_key_id)
+        fields = budgets.key_charge(key, now, hold.amount)
+        if held:
+            key.held -= hold.amount
+            fields.append("held")
+        key.save(update_fields=fields)
     _write_entry(
         account,
         lot,
@@ -707,3 +779,14 @@ def account_freeze(*, user_id: UUID, reason: str) -> None:
 
 def account_unfreeze(*, user_id: UUID) -> None:
     CreditAccount.objects.filter(pk=user_id).update(frozen_at=None, frozen_reason="")
+
+
+def account_limit_set(*, user_id: UUID, monthly_credit_limit: int | None) -> CreditAccount:
+    """Set (or with None, remove) the account's monthly credit limit. A limit below what the
+    month has charged plus what is held denies the next request; nothing is taken back."""
+    account_open(user_id=user_id)
+    with transaction.atomic():
+        account = _open(user_id, clock.now())
+        account.monthly_credit_limit = monthly_credit_limit
+        account.save(update_fields=["monthly_credit_limit"])
+        return account

@@ -25,14 +25,18 @@ from uuid import UUID
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 
+from accounts import budgets
 from accounts.api_keys import api_key_resolve
 from credits import services
 from credits.errors import (
     AccountFrozen,
+    AccountLimitExceeded,
     HoldAlreadySettled,
     HoldNotFound,
     IdempotencyConflict,
     InsufficientCredits,
+    KeyBudgetExceeded,
+    ModelNotAllowed,
 )
 from credits.gateway.models import UsageRecord
 from credits.models import CreditAccount, Hold
@@ -100,15 +104,38 @@ def _fill(decision: dict[str, Any], available: int) -> dict[str, Any]:
 class ServicesBackend:
     name = "services"
 
-    def check(self, *, request_id: str, raw_key: str, digest: str | None, now: datetime) -> Check:
+    def check(
+        self,
+        *,
+        request_id: str,
+        raw_key: str,
+        digest: str | None,
+        now: datetime,
+        model: str | None = None,
+    ) -> Check:
         """The replay of a request id, then the key, then the account (read only)."""
         held = (
             Hold.objects.filter(request_id=request_id)
-            .values("api_key_id", "api_key__digest", "decision")
+            .values(
+                "api_key_id",
+                "api_key__digest",
+                "api_key__previous_digest",
+                "api_key__previous_expires_at",
+                "decision",
+            )
             .first()
         )
         if held is not None:
-            if digest is not None and held["api_key__digest"] == digest:
+            # The same key replays, by its secret or its previous one in the grace period.
+            previous = held["api_key__previous_expires_at"]
+            if digest is not None and (
+                held["api_key__digest"] == digest
+                or (
+                    held["api_key__previous_digest"] == digest
+                    and previous is not None
+                    and previous > now
+                )
+            ):
                 return Check(Outcome.REPLAY, decision=_json(held["decision"]))
             return Check(Outcome.CONFLICT)
         if digest is None:
@@ -120,12 +147,24 @@ class ServicesBackend:
         account = CreditAccount.objects.filter(pk=key.user_id).first()
         if account is None:
             return Check(Outcome.NO_CREDIT, key_id, user_id)
+        if account.next_event_at is not None and account.next_event_at <= now:
+            # Expired holds still count in `reserved` and the key's `held` until released:
+            # write what is due first (as the hold would), so the limits read the live holds.
+            services.account_settle_due(user_id=key.user_id)
+            account.refresh_from_db()
+            key.refresh_from_db()
         balance = services.account_balance(account=account, now=now)
         outcome: Outcome = Outcome.OK
         if account.frozen_at is not None:
             outcome = Outcome.FROZEN
         elif balance.available < 1:
             outcome = Outcome.NO_CREDIT
+        elif services.account_limit_exceeded(account=account, now=now):
+            outcome = Outcome.ACCOUNT_LIMIT
+        elif budgets.key_budget_exceeded(key, now):
+            outcome = Outcome.KEY_BUDGET
+        elif not budgets.model_allowed(key, model):
+            outcome = Outcome.MODEL_NOT_ALLOWED
         return Check(outcome, key_id, user_id, balance.balance, balance.available)
 
     def _available(self, user_id: str) -> int:
@@ -142,6 +181,7 @@ class ServicesBackend:
         decision: dict[str, Any],
         now: datetime,
         expires_at: datetime,
+        model: str | None = None,
     ) -> HoldOutcome:
         """services.hold_create, and the decision stored with the hold in the same transaction."""
         from config.fields import rfc3339
@@ -153,6 +193,7 @@ class ServicesBackend:
                     request_id=request_id,
                     api_key_id=UUID(key_id),
                     ttl=expires_at - now,
+                    model=model,
                 )
                 hold = result.hold
                 if not result.created:
@@ -168,6 +209,12 @@ class ServicesBackend:
             return HoldOutcome(Outcome.FROZEN, self._available(user_id))
         except InsufficientCredits:
             return HoldOutcome(Outcome.NO_CREDIT, self._available(user_id))
+        except AccountLimitExceeded:
+            return HoldOutcome(Outcome.ACCOUNT_LIMIT, self._available(user_id))
+        except KeyBudgetExceeded:
+            return HoldOutcome(Outcome.KEY_BUDGET, self._available(user_id))
+        except ModelNotAllowed:
+            return HoldOutcome(Outcome.MODEL_NOT_ALLOWED, self._available(user_id))
 
     def settle(
         self, *, request_id: str, commit: bool, usage: Usage, now: datetime
@@ -244,12 +291,23 @@ class SqlBackend(ServicesBackend):
 
     name = "sql"
 
-    def check(self, *, request_id: str, raw_key: str, digest: str | None, now: datetime) -> Check:
+    def check(
+        self,
+        *,
+        request_id: str,
+        raw_key: str,
+        digest: str | None,
+        now: datetime,
+        model: str | None = None,
+    ) -> Check:
         outcome, key_id, user_id, balance, available, decision = _call(
-            "SELECT * FROM gateway_authorize_check(%s, %s, %s)", [request_id, digest, now]
+            "SELECT * FROM gateway_authorize_check(%s, %s, %s, %s)",
+            [request_id, digest, now, model],
         )
         if outcome == Outcome.DUE:
-            return super().check(request_id=request_id, raw_key=raw_key, digest=digest, now=now)
+            return super().check(
+                request_id=request_id, raw_key=raw_key, digest=digest, now=now, model=model
+            )
         return Check(
             Outcome(outcome),
             str(key_id) if key_id is not None else None,
@@ -269,10 +327,11 @@ class SqlBackend(ServicesBackend):
         decision: dict[str, Any],
         now: datetime,
         expires_at: datetime,
+        model: str | None = None,
     ) -> HoldOutcome:
         outcome, available, stored = _call(
-            "SELECT * FROM gateway_hold_create(%s, %s, %s, %s, %s::jsonb, %s, %s)",
-            [request_id, key_id, user_id, hold_id, json.dumps(decision), now, expires_at],
+            "SELECT * FROM gateway_hold_create(%s, %s, %s, %s, %s::jsonb, %s, %s, %s)",
+            [request_id, key_id, user_id, hold_id, json.dumps(decision), now, expires_at, model],
         )
         if outcome == Outcome.DUE:
             return super().hold(
@@ -283,6 +342,7 @@ class SqlBackend(ServicesBackend):
                 decision=decision,
                 now=now,
                 expires_at=expires_at,
+                model=model,
             )
         return HoldOutcome(Outcome(outcome), available, _json(stored))
 
@@ -298,12 +358,13 @@ class SqlBackend(ServicesBackend):
         decision: dict[str, Any],
         now: datetime,
         expires_at: datetime,
+        model: str | None = None,
     ) -> Fast:
         """`check` and `hold` in one round trip (`gateway_authorize`), for a request the limiter
         already counted under a guessed tier. Only `Outcome.OK` is final; any other outcome wrote
         nothing and the caller decides afresh with `check` and `hold`."""
         outcome, balance, _, stored = _call(
-            "SELECT * FROM gateway_authorize(%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s)",
+            "SELECT * FROM gateway_authorize(%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)",
             [
                 request_id,
                 digest,
@@ -314,6 +375,7 @@ class SqlBackend(ServicesBackend):
                 json.dumps(decision),
                 now,
                 expires_at,
+                model,
             ],
         )
         return Fast(Outcome(outcome), balance, _json(stored))

@@ -24,6 +24,19 @@ _REASONS: dict[Outcome, tuple[int, str, str, str]] = {
     Outcome.BAD_KEY: (401, "invalid_request_error", "invalid_api_key", "authentication_error"),
     Outcome.FROZEN: (403, "invalid_request_error", "account_frozen", "permission_error"),
     Outcome.NO_CREDIT: (403, "insufficient_quota", "insufficient_credits", "permission_error"),
+    Outcome.ACCOUNT_LIMIT: (
+        403,
+        "insufficient_quota",
+        "account_limit_exceeded",
+        "permission_error",
+    ),
+    Outcome.KEY_BUDGET: (403, "insufficient_quota", "key_budget_exceeded", "permission_error"),
+    Outcome.MODEL_NOT_ALLOWED: (
+        403,
+        "invalid_request_error",
+        "model_not_allowed",
+        "permission_error",
+    ),
     Outcome.RATE_LIMITED: (429, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error"),
 }
 
@@ -31,7 +44,19 @@ _MESSAGES = {
     Outcome.FROZEN: "This account is frozen; contact support.",
     Outcome.NO_CREDIT: "Insufficient credits: this account has no available credit. "
     "Buy credits to continue.",
+    Outcome.ACCOUNT_LIMIT: "This account has reached its monthly credit limit.",
+    Outcome.KEY_BUDGET: "This API key has reached its budget for the period.",
+    Outcome.MODEL_NOT_ALLOWED: "This API key may not use the requested model.",
 }
+
+# The 403s decided by the account and key after the key itself (CONTRACT.md parts 1 and 2).
+REFUSALS = (
+    Outcome.FROZEN,
+    Outcome.NO_CREDIT,
+    Outcome.ACCOUNT_LIMIT,
+    Outcome.KEY_BUDGET,
+    Outcome.MODEL_NOT_ALLOWED,
+)
 
 
 def seconds_until(end: int, now: datetime) -> int:

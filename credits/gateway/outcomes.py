@@ -16,6 +16,9 @@ class Outcome(StrEnum):
     BAD_KEY = "bad_key"
     FROZEN = "frozen"
     NO_CREDIT = "no_credit"
+    ACCOUNT_LIMIT = "account_limit"  # the account's monthly credit limit (issue 18)
+    KEY_BUDGET = "key_budget"  # the key's budget for its period
+    MODEL_NOT_ALLOWED = "model_not_allowed"  # not in the key's allowed models
     RATE_LIMITED = "rate_limited"  # decided by the limiter, never by the database
     NOT_FOUND = "not_found"  # settle: no hold has this request id
     # Not final: the caller decides again another way; the database wrote nothing.

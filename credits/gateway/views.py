@@ -244,8 +244,11 @@ def authorize_answer(call: Call) -> Answer:
     fmt = _string(body, "format", required=True)
     if fmt not in decisions.FORMATS:
         raise BadRequest("format must be 'openai' or 'anthropic'.", "format")
-    _string(body, "model", required=False, recorded=True)  # recorded at settle, never denied
-    return _authorize(request_id=request_id, raw_key=raw_key or "", fmt=fmt, now=clock.now())
+    # Recorded at settle; a reason to deny only for a key with `allowed_models` (issue 18).
+    model = _string(body, "model", required=False, recorded=True)
+    return _authorize(
+        request_id=request_id, raw_key=raw_key or "", fmt=fmt, now=clock.now(), model=model
+    )
 
 
 # The one-round-trip path (PostgreSQL). The two-step path below asks the database twice because
@@ -285,7 +288,13 @@ def _remember(digest: str | None, check: backends.Check) -> None:
 
 
 def _authorize_in_one(
-    backend: backends.SqlBackend, *, request_id: str, digest: str, fmt: str, now: datetime
+    backend: backends.SqlBackend,
+    *,
+    request_id: str,
+    digest: str,
+    fmt: str,
+    now: datetime,
+    model: str | None,
 ) -> Answer | None:
     seen = _seen.get(digest)
     if seen is None:
@@ -321,6 +330,7 @@ def _authorize_in_one(
             decision=decision,
             now=now,
             expires_at=expires_at,
+            model=model,
         )
     except BaseException:
         limiter_undo(limit)
@@ -336,17 +346,23 @@ def _authorize_in_one(
     return None
 
 
-def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> Answer:
+def _authorize(
+    *, request_id: str, raw_key: str, fmt: str, now: datetime, model: str | None = None
+) -> Answer:
     backend = backends.get_backend()
     # A malformed key never reaches the key table; the request id is still looked up, since a
     # request id held with another key is a 409 whatever the key is.
     digest = secrets.digest(raw_key) if api_key_is_well_formed(raw_key) else None
     if digest is not None and isinstance(backend, backends.SqlBackend):
-        answer = _authorize_in_one(backend, request_id=request_id, digest=digest, fmt=fmt, now=now)
+        answer = _authorize_in_one(
+            backend, request_id=request_id, digest=digest, fmt=fmt, now=now, model=model
+        )
         if answer is not None:
             return answer
     for _ in range(3):
-        check = backend.check(request_id=request_id, raw_key=raw_key, digest=digest, now=now)
+        check = backend.check(
+            request_id=request_id, raw_key=raw_key, digest=digest, now=now, model=model
+        )
         _remember(digest, check)
         if check.outcome == Outcome.BAD_KEY:
             _seen.pop(digest or "", None)
@@ -359,7 +375,7 @@ def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> Ans
             return _decision(decisions.denied(fmt, Outcome.BAD_KEY))
         assert check.key_id is not None and check.user_id is not None
         tier = tier_for_balance(check.balance)
-        if check.outcome in (Outcome.FROZEN, Outcome.NO_CREDIT):
+        if check.outcome in decisions.REFUSALS:
             observability.count_authorization(check.outcome)
             peek = limiter_peek(key_id=check.key_id, tier=tier, now=now) if tier else None
             return _decision(
@@ -400,6 +416,7 @@ def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> Ans
                 decision=decision,
                 now=now,
                 expires_at=expires_at,
+                model=model,
             )
         except BaseException:
             if limit is not None:
@@ -415,7 +432,7 @@ def _authorize(*, request_id: str, raw_key: str, fmt: str, now: datetime) -> Ans
             return _replayed(held.decision)
         if held.outcome == Outcome.CONFLICT:
             return _conflict()
-        if held.outcome in (Outcome.FROZEN, Outcome.NO_CREDIT):
+        if held.outcome in decisions.REFUSALS:
             observability.count_authorization(held.outcome)
             available = held.available if held.available is not None else 0
             peek = limiter_peek(key_id=check.key_id, tier=tier, now=now) if tier else None

@@ -61,9 +61,20 @@ class CreditAccount(models.Model):
     next_event_at = models.DateTimeField(null=True, blank=True, db_index=True)
     frozen_at = models.DateTimeField(null=True, blank=True)
     frozen_reason = models.CharField(max_length=200, blank=True)
+    # The account monthly limit (issue 18): charges per UTC calendar month. `month_spent`
+    # counts the charges of the month starting at `month_start` (0 in a later month); live
+    # holds are `reserved`, so the check reads this one locked row, no SUM.
+    monthly_credit_limit = models.BigIntegerField(null=True, blank=True)
+    month_spent = models.BigIntegerField(default=0)
+    month_start = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
+            models.CheckConstraint(
+                condition=Q(month_spent__gte=0)
+                & (Q(monthly_credit_limit__isnull=True) | Q(monthly_credit_limit__gte=0)),
+                name="account_monthly_limit_valid",
+            ),
             models.CheckConstraint(
                 condition=Q(balance__gte=0), name="account_balance_not_negative"
             ),

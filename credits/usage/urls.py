@@ -10,4 +10,5 @@ urlpatterns = [
     path("user/ledger.csv", views.LedgerCsvApi.as_view(), name="user-ledger-csv"),
     path("user/requests", views.RequestsApi.as_view(), name="user-requests"),
     path("user/requests.csv", views.RequestsCsvApi.as_view(), name="user-requests-csv"),
+    path("user/limits", views.LimitsApi.as_view(), name="user-limits"),
 ]

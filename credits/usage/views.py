@@ -16,6 +16,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -25,8 +26,8 @@ from accounts.authentication import ApiKeyAuthentication
 from accounts.login_tokens import LoginTokenAuthentication
 from config.errors import ApplicationError, error_responses
 from config.fields import rfc3339
-from credits import clock
-from credits.models import EntryKind
+from credits import clock, services
+from credits.models import MAX_CREDITS, CreditAccount, EntryKind
 
 from . import selectors
 from .serializers import (
@@ -394,3 +395,44 @@ def my_credits_page(request: HttpRequest) -> HttpResponse:
     Anonymous visitors get a login form on the same page, posting to `/api/auth/login`."""
     context: dict[str, Any] = {"user": request.user, "now": rfc3339(clock.now())}
     return render(request, "credits/my_credits.html", context)
+
+
+class LimitsInputSerializer(serializers.Serializer[Any]):
+    monthly_credit_limit = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_CREDITS,
+        allow_null=True,
+        help_text="Most credits charged per UTC calendar month; null: no limit.",
+    )
+
+
+class LimitsApi(APIView):
+    """`GET`/`PUT /api/user/limits`: the account's monthly credit limit (issue 18)."""
+
+    @extend_schema(
+        operation_id="user_limits",
+        responses={200: LimitsInputSerializer, **error_responses(401)},
+        tags=["credits"],
+        summary="The account's spend limits.",
+    )
+    def get(self, request: Request) -> Response:
+        account = CreditAccount.objects.filter(pk=request.user.pk).first()
+        return Response({"monthly_credit_limit": account.monthly_credit_limit if account else None})
+
+    @extend_schema(
+        operation_id="user_limits_set",
+        request=LimitsInputSerializer,
+        responses={200: LimitsInputSerializer, **error_responses(400, 401)},
+        tags=["credits"],
+        summary="Set or remove the account's monthly credit limit.",
+    )
+    def put(self, request: Request) -> Response:
+        if not isinstance(request.data, dict):
+            raise ApplicationError("The body must be a JSON object.", code="invalid_json")
+        serializer = LimitsInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        limit = serializer.validated_data["monthly_credit_limit"]
+        user_id = request.user.pk
+        assert user_id is not None  # IsAuthenticated
+        account = services.account_limit_set(user_id=user_id, monthly_credit_limit=limit)
+        return Response({"monthly_credit_limit": account.monthly_credit_limit})

@@ -273,6 +273,12 @@ class TestApiKeys:
                 "created_at": body["created_at"],
                 "last_used_at": None,
                 "expires_at": body["expires_at"],
+                # Spend controls and rotation state (CONTRACT.md part 2, issue 18).
+                "budget": None,
+                "allowed_models": None,
+                "spent": 0,
+                "period_resets_at": None,
+                "previous_expires_at": None,
             }
         ]
         assert api_key_resolve(body["key"]) is not None

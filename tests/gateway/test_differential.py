@@ -37,7 +37,7 @@ from hypothesis.stateful import (
 
 from accounts.models import ApiKey, User
 from accounts.secrets import digest as key_digest
-from accounts.services import api_key_create, api_key_revoke
+from accounts.services import api_key_create, api_key_revoke, api_key_rotate, api_key_update
 from config.fields import rfc3339
 from credits import clock, services
 from credits.gateway import backends
@@ -61,10 +61,12 @@ CLOCK_STEPS = [
     timedelta(minutes=6),
     timedelta(minutes=12),
     timedelta(hours=2),
+    timedelta(hours=20),  # crosses 00:00 UTC now and then: the day's counters start again
 ]
 # (min, max) balance of the tier the one-call authorize guesses; a live balance outside it is
 # RETIER and the two-step path decides.
 GUESSED_TIERS = [(1, None), (1, 3), (4, None)]
+MODELS = ["kimi-k2-0905", "other-model"]
 
 
 class FrozenClock:
@@ -83,6 +85,7 @@ class Twin:
     name: str
     user: User
     keys: list[tuple[ApiKey, str]] = field(default_factory=list)
+    previous: dict[int, str] = field(default_factory=dict)  # key index -> secret before rotation
 
     @property
     def backend(self) -> backends.ServicesBackend:
@@ -136,6 +139,9 @@ def snapshot(twin: Twin) -> dict[str, Any]:
             account.next_event_at,
             account.frozen_at,
             account.frozen_reason,
+            account.monthly_credit_limit,
+            account.month_spent,
+            account.month_start,
         ),
         "lots": [
             (
@@ -209,7 +215,20 @@ def snapshot(twin: Twin) -> dict[str, Any]:
             for bucket in UsageBucket.objects.filter(account_id=user_id)
         ),
         "keys": [
-            (key_names[key.pk], key.last_used_at)
+            (
+                key_names[key.pk],
+                key.last_used_at,
+                key.budget_credits,
+                key.budget_period,
+                key.allowed_models,
+                key.held,
+                key.spent_day,
+                key.spent_day_start,
+                key.spent_month,
+                key.spent_month_start,
+                key.spent_total,
+                key.previous_expires_at,
+            )
             for key in ApiKey.objects.filter(user_id=user_id).order_by("created_at", "name")
         ],
     }
@@ -226,11 +245,15 @@ def authorize(
     ttl: timedelta,
     tier: tuple[int, int | None],
     now: datetime,
+    model: str = MODELS[0],
+    previous: bool = False,
 ) -> tuple[Any, ...]:
     """What the views would decide (without the limiter, which is not the database's): the
     one-call path first for the SQL twin (only its OK is final), then check and hold."""
     request_id = twin.request_id(suffix)
     api_key, raw = twin.keys[key]
+    if previous and key in twin.previous:
+        raw = twin.previous[key]  # the secret before the key's last rotation
     digest = key_digest(raw)
     backend = twin.backend
     expires_at = now + ttl
@@ -253,12 +276,15 @@ def authorize(
             decision=decision,
             now=now,
             expires_at=expires_at,
+            model=model,
         )
         if fast.outcome == Outcome.OK:
             assert fast.decision is not None
             return (Outcome.OK, fast.decision["credits_remaining"], _decision(fast.decision))
     for _ in range(3):
-        check = backend.check(request_id=request_id, raw_key=raw, digest=digest, now=now)
+        check = backend.check(
+            request_id=request_id, raw_key=raw, digest=digest, now=now, model=model
+        )
         if check.outcome != Outcome.OK:
             found = _decision(check.decision)
             return (check.outcome, check.available, check.balance, found)
@@ -271,6 +297,7 @@ def authorize(
             decision=decision,
             now=now,
             expires_at=expires_at,
+            model=model,
         )
         if held.outcome != Outcome.RETRY:
             return (held.outcome, held.available, _decision(held.decision))
@@ -333,11 +360,26 @@ class Differential(RuleBasedStateMachine):
         key=st.sampled_from([0, 0, 0, 1]),
         ttl=st.sampled_from(HOLD_TTLS),
         tier=st.sampled_from(GUESSED_TIERS),
+        model=st.sampled_from(MODELS),
+        previous=st.booleans(),
     )
-    def authorize(self, key: int, ttl: timedelta, tier: tuple[int, int | None]) -> str:
+    def authorize(
+        self, key: int, ttl: timedelta, tier: tuple[int, int | None], model: str, previous: bool
+    ) -> str:
         suffix = uuid4().hex[:12]
         now = self.clock.now()
-        self.both(lambda twin: authorize(twin, suffix=suffix, key=key, ttl=ttl, tier=tier, now=now))
+        self.both(
+            lambda twin: authorize(
+                twin,
+                suffix=suffix,
+                key=key,
+                ttl=ttl,
+                tier=tier,
+                now=now,
+                model=model,
+                previous=previous,
+            )
+        )
         return suffix
 
     @rule(suffix=requests, key=st.sampled_from([0, 1]), tier=st.sampled_from(GUESSED_TIERS))
@@ -399,6 +441,40 @@ class Differential(RuleBasedStateMachine):
     def revoke_key(self, key: int) -> None:
         for twin in self.twins:
             api_key_revoke(user=twin.user, key_id=twin.keys[key][0].pk)
+
+    # Spend controls (issue 18): budgets, the monthly limit, allowed models, rotation.
+    @rule(
+        key=st.sampled_from([0, 1]),
+        credits=st.none() | st.integers(0, 4),
+        period=st.sampled_from(["day", "month", "total"]),
+    )
+    def set_budget(self, key: int, credits: int | None, period: str) -> None:
+        budget = None if credits is None else {"credits": credits, "period": period}
+        for twin in self.twins:
+            if ApiKey.objects.live().filter(pk=twin.keys[key][0].pk).exists():
+                api_key_update(user=twin.user, key_id=twin.keys[key][0].pk, budget=budget)
+
+    @rule(key=st.sampled_from([0, 1]), models=st.sampled_from([None, MODELS[:1], []]))
+    def set_models(self, key: int, models: list[str] | None) -> None:
+        for twin in self.twins:
+            if ApiKey.objects.live().filter(pk=twin.keys[key][0].pk).exists():
+                api_key_update(user=twin.user, key_id=twin.keys[key][0].pk, allowed_models=models)
+
+    @rule(limit=st.none() | st.integers(0, 6))
+    def set_limit(self, limit: int | None) -> None:
+        for twin in self.twins:
+            services.account_limit_set(user_id=twin.user.pk, monthly_credit_limit=limit)
+
+    @rule(key=st.sampled_from([0, 1]), grace=st.sampled_from([0, 30, 600]))
+    def rotate(self, key: int, grace: int) -> None:
+        now = self.clock.now()
+        for twin in self.twins:
+            api_key, raw = twin.keys[key]
+            if not ApiKey.objects.live().filter(pk=api_key.pk).exists():
+                continue
+            _, new = api_key_rotate(user=twin.user, key_id=api_key.pk, grace_seconds=grace, now=now)
+            twin.previous[key] = raw
+            twin.keys[key] = (api_key, new)
 
     @rule()
     def sweep(self) -> None:

@@ -60,6 +60,7 @@ def test_every_file_defines_one_function_of_its_own_name() -> None:
         "gateway_authorize",
         "gateway_authorize_check",
         "gateway_hold_create",
+        "gateway_spend_check",
         "gateway_settle",
     }
     for name, text in texts.items():

@@ -3,18 +3,21 @@
 -- `credits_remaining` and its header, which only the locked account row can tell.
 CREATE FUNCTION gateway_hold_create(p_request_id text, p_key_id uuid, p_user_id uuid,
                                     p_hold_id uuid, p_decision jsonb, p_now timestamptz,
-                                    p_expires_at timestamptz)
+                                    p_expires_at timestamptz, p_model text)
 RETURNS TABLE(outcome text, available bigint, decision jsonb)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     a record;
     h record;
+    k record;
+    v_spend text;
     v_lot bigint;
     v_available bigint;
     v_decision jsonb;
 BEGIN
-    SELECT ca.balance, ca.reserved, ca.frozen_at, ca.next_event_at INTO a
+    SELECT ca.balance, ca.reserved, ca.frozen_at, ca.next_event_at, ca.monthly_credit_limit,
+           ca.month_spent, ca.month_start INTO a
       FROM credits_creditaccount ca WHERE ca.user_id = p_user_id FOR UPDATE;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 'no_credit'::text, 0, NULL::jsonb;
@@ -44,6 +47,20 @@ BEGIN
         RETURN QUERY SELECT 'no_credit'::text, v_available, NULL::jsonb;
         RETURN;
     END IF;
+    -- Spend controls (issue 18), under the account lock: the key's counters change only under
+    -- it, so reading the key row unlocked here is exact.
+    SELECT kk.budget_credits, kk.budget_period, kk.held, kk.spent_day, kk.spent_day_start,
+           kk.spent_month, kk.spent_month_start, kk.spent_total, kk.allowed_models INTO k
+      FROM accounts_apikey kk WHERE kk.id = p_key_id;
+    v_spend := gateway_spend_check(p_now, a.monthly_credit_limit, a.month_spent, a.month_start,
+                                   a.reserved, k.budget_credits, k.budget_period, k.held,
+                                   k.spent_day, k.spent_day_start, k.spent_month,
+                                   k.spent_month_start, k.spent_total, k.allowed_models,
+                                   p_model);
+    IF v_spend IS NOT NULL THEN
+        RETURN QUERY SELECT v_spend, v_available, NULL::jsonb;
+        RETURN;
+    END IF;
     -- Burn-down order: soonest expiry first, never-expiring last, ties to the oldest grant.
     SELECT l.id INTO v_lot FROM credits_lot l
      WHERE l.account_id = p_user_id AND l.remaining > l.reserved
@@ -70,6 +87,7 @@ BEGIN
         RETURN;
     END IF;
     UPDATE credits_lot SET reserved = reserved + 1 WHERE id = v_lot;
+    UPDATE accounts_apikey SET held = held + 1 WHERE id = p_key_id;  -- the key's live holds
     -- LEAST ignores NULL: an account with nothing scheduled gets this hold's expiry.
     UPDATE credits_creditaccount
        SET reserved = reserved + 1, next_event_at = LEAST(next_event_at, p_expires_at)

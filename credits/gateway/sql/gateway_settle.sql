@@ -14,7 +14,8 @@ DECLARE
     v_wanted text := CASE WHEN p_commit THEN 'committed' ELSE 'released' END;
 BEGIN
     -- The hold's account, locked first, in one statement.
-    SELECT ca.user_id, ca.balance, ca.reserved, ca.next_event_at INTO a
+    SELECT ca.user_id, ca.balance, ca.reserved, ca.next_event_at, ca.month_spent,
+           ca.month_start INTO a
       FROM credits_creditaccount ca
      WHERE ca.user_id = (SELECT hd.account_id FROM credits_hold hd
                           WHERE hd.request_id = p_request_id)
@@ -62,7 +63,11 @@ BEGIN
              WHERE id = h.lot_id
         ), account AS (
             UPDATE credits_creditaccount
-               SET balance = v_balance, reserved = v_reserved, consumed = consumed + h.amount
+               SET balance = v_balance, reserved = v_reserved, consumed = consumed + h.amount,
+                   -- The month's charges for the monthly limit (issue 18; 0 in a new month).
+                   month_spent = CASE WHEN a.month_start = date_trunc('month', p_now, 'UTC')
+                                      THEN a.month_spent ELSE 0 END + h.amount,
+                   month_start = date_trunc('month', p_now, 'UTC')
              WHERE user_id = a.user_id
         )
         INSERT INTO credits_ledgerentry (account_id, lot_id, kind, amount, balance_after,
@@ -94,6 +99,23 @@ BEGIN
                                     ELSE LEAST(next_event_at, v_lot_expires) END
          WHERE user_id = a.user_id;
     END IF;
+    -- The key's spend counters (issue 18), locked last as in credits.locks: its live hold ends;
+    -- a charge counts in each period counter, started again from 0 in a new day or month
+    -- (as accounts.budgets.key_charge).
+    UPDATE accounts_apikey
+       SET held = held - h.amount,
+           spent_day = CASE WHEN NOT p_commit THEN spent_day
+                            WHEN spent_day_start = date_trunc('day', p_now, 'UTC')
+                            THEN spent_day + h.amount ELSE h.amount END,
+           spent_day_start = CASE WHEN p_commit THEN date_trunc('day', p_now, 'UTC')
+                                  ELSE spent_day_start END,
+           spent_month = CASE WHEN NOT p_commit THEN spent_month
+                              WHEN spent_month_start = date_trunc('month', p_now, 'UTC')
+                              THEN spent_month + h.amount ELSE h.amount END,
+           spent_month_start = CASE WHEN p_commit THEN date_trunc('month', p_now, 'UTC')
+                                    ELSE spent_month_start END,
+           spent_total = spent_total + v_charged
+     WHERE id = h.api_key_id;
     -- The hold and the usage record in one statement (the usage bucket trigger fires at its
     -- end, so the bucket row is still the last one locked).
     WITH hold AS (
