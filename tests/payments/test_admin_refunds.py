@@ -47,12 +47,12 @@ def test_the_form_defaults_to_a_full_refund_and_previews_its_claw_back(
     client = logged_in(staff_user("r@example.com", "payments.refund_purchase"))
     page = client.get(refund_url(purchase)).content.decode()
     assert re.search(r'name="amount" value="2999"', page)
-    assert '<td id="preview-claim">5000</td>' in page
+    assert '<td id="preview-claim">5,000</td>' in page
 
     preview = client.post(
         refund_url(purchase), {"amount": 1000, "reason": "", "_preview": "1"}
     ).content.decode()
-    assert '<td id="preview-claim">1667</td>' in preview
+    assert '<td id="preview-claim">1,667</td>' in preview
     assert StaffRefund.objects.count() == 0
 
 
@@ -113,14 +113,14 @@ def test_staff_refund_a_purchase_in_the_browser(
         page.click("input[type=submit]")
         page.click("#refund-link")
         assert page.input_value("#id_amount") == "2999"
-        assert page.inner_text("#preview-claim") == "5000"
+        assert page.inner_text("#preview-claim") == "5,000"
 
         page.fill("#id_amount", "1000")
         page.fill("#id_reason", "Half the month unused")
         page.click("input[name=_preview]")
         page.wait_for_selector("#refund-preview")
-        assert page.inner_text("#preview-claim") == "1667"
-        assert page.inner_text("#preview-take") == "1667"
+        assert page.inner_text("#preview-claim") == "1,667"
+        assert page.inner_text("#preview-take") == "1,667"
 
         page.click("input[name=_refund]")
         page.wait_for_selector("ul.messagelist li.success")
