@@ -9,7 +9,7 @@ from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.renderers import OpenApiJsonRenderer2
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
-from config.health import healthz, livez
+from config.health import healthz, livez, readyz
 from config.observability import metrics_view
 
 handler400 = "config.errors.json_400"
@@ -41,7 +41,7 @@ internal_patterns: list[URLPattern | URLResolver] = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
-    path("readyz", healthz, name="readyz"),
+    path("readyz", readyz, name="readyz"),
     path("livez", livez, name="livez"),
     path("metrics", metrics_view, name="metrics"),
     path("api/", include(api_patterns)),

@@ -31,18 +31,20 @@ def test_healthz_is_200_when_the_database_and_redis_answer(client: Client) -> No
 
 
 @pytest.mark.usefixtures("redis_client_reset")
-def test_healthz_is_200_degraded_when_the_configured_redis_is_unreachable(client: Client) -> None:
-    """The service works without Redis (the limiter fails open, throttles count in-process):
-    a load balancer must not pull every node for it (issue 15, item 6)."""
+def test_a_configured_redis_that_is_unreachable_is_503_on_healthz_and_degraded_on_readyz(
+    client: Client,
+) -> None:
+    """The contract's /healthz counts Redis; readiness does not: the service works without
+    Redis (the limiter fails open, throttles count in-process), so a load balancer probing
+    /readyz does not pull every node for it (issue 15, item 6)."""
     with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):  # nothing listens on port 1
         healthz = client.get("/healthz")
         readyz = client.get("/readyz")
-    for response in (healthz, readyz):
-        assert response.status_code == 200
-        assert response.json() == {
-            "status": "degraded",
-            "checks": {"database": "ok", "redis": "unreachable"},
-        }
+    checks = {"database": "ok", "redis": "unreachable"}
+    assert healthz.status_code == 503
+    assert healthz.json() == {"status": "unavailable", "checks": checks}
+    assert readyz.status_code == 200
+    assert readyz.json() == {"status": "degraded", "checks": checks}
 
 
 def test_livez_checks_no_dependency(client: Client) -> None:

@@ -1,6 +1,6 @@
 """With Redis unreachable, logging in, the user API and the hot path still answer (never a
-500); only `/healthz` reports the outage (as `degraded`). bench/faults.py shows the same under
-load."""
+500); only `/healthz` (503) and `/readyz` (200 `degraded`) report the outage. bench/faults.py
+shows the same under load."""
 
 from collections.abc import Iterator
 
@@ -62,8 +62,10 @@ def test_the_user_api_answers_without_redis(alice: Person, redis_down: None) -> 
 
 
 def test_healthz_reports_redis_down(redis_down: None) -> None:
-    # Degraded, not unavailable: the service works without Redis (issue 15, item 6).
-    response = Client().get("/healthz")
+    # The contract's /healthz is 503; readiness is degraded, not unavailable: the service
+    # works without Redis (issue 15, item 6).
+    assert Client().get("/healthz").status_code == 503
+    response = Client().get("/readyz")
     assert response.status_code == 200
     assert response.json()["status"] == "degraded"
     assert response.json()["checks"]["redis"] == "unreachable"
