@@ -18,7 +18,7 @@ from auditlog.context import set_actor
 from auditlog.models import LogEntry
 from django.db.models import Model
 from django.http import HttpRequest, HttpResponse
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 
 
 def _text(value: Any) -> Any:
@@ -54,8 +54,11 @@ class AdminAuditActorMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if self.prefix is None:
-            self.prefix = reverse("admin:index")
-        if not request.path.startswith(self.prefix):
+            try:
+                self.prefix = reverse("admin:index")
+            except NoReverseMatch:
+                self.prefix = ""  # a URLconf without the admin: nothing here is audited
+        if not self.prefix or not request.path.startswith(self.prefix):
             return self.get_response(request)
         with set_actor(request.user, remote_addr=request.META.get("REMOTE_ADDR")):
             return self.get_response(request)
