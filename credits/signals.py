@@ -7,3 +7,9 @@ from django.dispatch import Signal
 # of the release. kwargs: `lot`, `amount`. Sent on the rare path only (never by the SQL fast
 # path, which hands any lot that owes a claw-back to the services).
 clawback_collected = Signal()
+
+# An event was written to the outbox (`credits.events.event_record`), inside the causing
+# transaction. kwargs: `event_id`. The notifications app uses it to kick its dispatcher once the
+# transaction commits; events written by the hot path's SQL functions send no signal (the
+# gateway kicks, and the dispatcher's beat sweep picks up anything missed).
+event_recorded = Signal()

@@ -3,6 +3,7 @@ settings; the design is in `ledger`'s docstring. The gateway's, payments' and us
 in their own apps (`credits.gateway.models`, `credits.payments.models`).
 """
 
+from .events import Event, EventType
 from .ledger import (
     MAX_CREDITS,
     CreditAccount,
@@ -20,6 +21,8 @@ __all__ = [
     "CreditAccount",
     "CreditSettings",
     "EntryKind",
+    "Event",
+    "EventType",
     "Hold",
     "HoldStatus",
     "LedgerEntry",
