@@ -65,5 +65,5 @@ def test_racing_writers_of_one_cause_write_one_event() -> None:
             )
 
     results = run_together(10, write)
-    assert sorted(results) == [False] * 9 + [True]
+    assert [r for r in results if r is not False] == [True]
     assert Event.objects.filter(cause="race").count() == 1
