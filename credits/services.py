@@ -790,3 +790,15 @@ def account_limit_set(*, user_id: UUID, monthly_credit_limit: int | None) -> Cre
         account.monthly_credit_limit = monthly_credit_limit
         account.save(update_fields=["monthly_credit_limit"])
         return account
+
+
+def low_balance_threshold_set(*, user_id: UUID, threshold: int | None) -> CreditAccount:
+    """Set (or with None, turn off) the balance below which `credits.low` fires. Takes effect at
+    the next entry: a balance already below a raised threshold fires nothing until it has been
+    back at or above it (the notice is for the crossing, not the state)."""
+    account_open(user_id=user_id)
+    with transaction.atomic():
+        account = _open(user_id, clock.now())
+        account.low_balance_threshold = threshold
+        account.save(update_fields=["low_balance_threshold"])
+        return account

@@ -67,9 +67,17 @@ class CreditAccount(models.Model):
     monthly_credit_limit = models.BigIntegerField(null=True, blank=True)
     month_spent = models.BigIntegerField(default=0)
     month_start = models.DateTimeField(null=True, blank=True)
+    # `credits.low` (contract part 2): an entry that takes the balance from at least this to
+    # below it writes the event; NULL turns the notice off. A column of the account row, so the
+    # hot path's settle compares it with the balance it already holds locked: no extra read.
+    low_balance_threshold = models.BigIntegerField(null=True, blank=True, default=10)
 
     class Meta:
         constraints = [
+            models.CheckConstraint(
+                condition=Q(low_balance_threshold__isnull=True) | Q(low_balance_threshold__gte=0),
+                name="account_low_balance_threshold_valid",
+            ),
             models.CheckConstraint(
                 condition=Q(month_spent__gte=0)
                 & (Q(monthly_credit_limit__isnull=True) | Q(monthly_credit_limit__gte=0)),
