@@ -1,0 +1,39 @@
+"""Celery tasks of notifications: thin, idempotent, taking ids (services does the work)."""
+
+from celery import shared_task
+
+from config.broker import publish_soon
+from config.observability import connect_task_signals
+
+from . import services
+
+connect_task_signals()
+
+
+@shared_task(name="credits.notifications.event_dispatch")
+def event_dispatch_task(event_id: str) -> int:
+    ids = services.event_dispatch(event_id=event_id)
+    for delivery_id in ids:
+        delivery_attempt_task.delay(delivery_id)
+    return len(ids)
+
+
+@shared_task(name="credits.notifications.delivery_attempt")
+def delivery_attempt_task(delivery_id: int) -> bool:
+    return services.delivery_attempt(delivery_id=delivery_id)
+
+
+@shared_task(name="credits.notifications.sweep")
+def notifications_sweep_task() -> int:
+    """Every ~10 s: fan out the events whose after-commit kick was lost (broker down, or
+    written by the gateway's SQL functions), queue the webhook retries that are due, and
+    disable endpoints failing for 5 days."""
+    dispatched = 0
+    for event_id in services.events_undispatched():
+        for delivery_id in services.event_dispatch(event_id=event_id):
+            publish_soon(delivery_attempt_task, delivery_id)
+        dispatched += 1
+    for delivery_id in services.deliveries_due():
+        publish_soon(delivery_attempt_task, delivery_id)
+    services.endpoints_disable_failing()
+    return dispatched
