@@ -12,9 +12,14 @@ connect_task_signals()
 
 @shared_task(name="credits.notifications.event_dispatch")
 def event_dispatch_task(event_id: str) -> int:
+    """Fan out, then the first attempts: every endpoint but one gets its own task (a slow
+    receiver delays no other), the remaining one is attempted here, which saves the common
+    single-endpoint case a trip through the broker."""
     ids = services.event_dispatch(event_id=event_id)
-    for delivery_id in ids:
+    for delivery_id in ids[1:]:
         delivery_attempt_task.delay(delivery_id)
+    if ids:
+        services.delivery_attempt(delivery_id=ids[0])
     return len(ids)
 
 
