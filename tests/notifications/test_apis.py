@@ -245,3 +245,25 @@ def test_the_schema_documents_the_notifications_api(client: Any) -> None:
     assert "delete" in paths["/api/user/webhooks/{endpoint_id}"]
     assert "post" in paths["/api/user/webhooks/{endpoint_id}/test"]
     assert "get" in paths["/api/user/webhooks/{endpoint_id}/deliveries"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_creations_never_pass_ten_endpoints(allow_private: None) -> None:
+    from config.errors import ApplicationError
+    from credits.notifications import services
+    from tests.concurrency import run_together
+
+    user = UserFactory.create()
+    for i in range(7):
+        services.webhook_endpoint_create(user=user, url=f"http://127.0.0.1:9/{i}", events=None)
+
+    results = run_together(
+        6,
+        lambda i: services.webhook_endpoint_create(
+            user=user, url=f"http://127.0.0.1:9/race{i}", events=None
+        ),
+    )
+
+    refused = [r for r in results if isinstance(r, ApplicationError)]
+    assert len(refused) == 3 and {r.code for r in refused} == {"too_many_webhooks"}
+    assert WebhookEndpoint.objects.filter(user=user).count() == 10

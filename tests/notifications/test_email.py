@@ -60,3 +60,17 @@ def test_a_type_turned_off_is_not_mailed_and_others_still_are(smtp: Mailbox) -> 
     [mail] = smtp.to(user.email)
     assert mail["Subject"] == "A new API key was created"
     assert '"ci"' in text_of(mail)
+
+
+def test_a_deleted_account_is_not_mailed(smtp: Mailbox) -> None:
+    from accounts.services import user_delete
+
+    user = registered_user()
+    address = user.email
+    user_delete(user=user, password="correct horse battery staple")
+    user.refresh_from_db()
+
+    record(user, "credits.expired", {"amount": 5, "lot": {"source": "signup"}})
+
+    assert not Delivery.objects.filter(channel="email").exists()
+    assert not [m for m in smtp.to(address) if "expired" in str(m["Subject"])]

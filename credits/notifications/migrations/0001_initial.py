@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('credits', '0015_low_balance_threshold'),
+        ('credits', '0014_event_outbox'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
