@@ -38,6 +38,8 @@ class Receiver:
     statuses: list[int] = field(default_factory=list)  # answers in order; then 200
     delay: float = 0.0
     location: str = ""  # answer 302 to this
+    trickle: float = 0.0  # seconds spent sending the headers a line every 100 ms
+    hung_up: int = 0  # trickled answers the sender closed before they were complete
     received: list[Received] = field(default_factory=list)
     connections: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -76,6 +78,20 @@ class Receiver:
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
                 if receiver.delay:
                     time.sleep(receiver.delay)
+                if receiver.trickle:
+                    # Never idle long enough for a per-read timeout: only a total one ends it.
+                    try:
+                        self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                        deadline = time.monotonic() + receiver.trickle
+                        while time.monotonic() < deadline:
+                            self.wfile.write(b"X-Slow: a\r\n")
+                            self.wfile.flush()
+                            time.sleep(0.1)
+                        self.wfile.write(b"Content-Length: 0\r\n\r\n")
+                    except OSError:
+                        with receiver.lock:
+                            receiver.hung_up += 1
+                    return
                 if receiver.location:
                     status = 302
                 self.send_response(status)

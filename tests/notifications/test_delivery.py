@@ -169,6 +169,46 @@ def test_a_slow_answer_past_the_timeout_is_a_failed_attempt(
     assert Delivery.objects.get().status == DeliveryStatus.PENDING
 
 
+def test_a_receiver_trickling_its_answer_is_cut_at_the_total_timeout(
+    allow_private: None, receiver: Receiver, settings: Any
+) -> None:
+    settings.WEBHOOK_TIMEOUT_SECONDS = 0.5
+    user = UserFactory.create()
+    endpoint_for(user, receiver)
+    receiver.trickle = 5.0  # a header line every 100 ms: no single read waits 0.5 s
+
+    event_id = record(user)
+
+    [attempt] = attempts_of(event_id)
+    assert (attempt.status_code, attempt.error) == (None, "timeout")
+    # The sender hung up mid-answer (the receiver's next write failed), not after it.
+    wait_until(lambda: receiver.hung_up == 1)
+
+
+def test_a_sender_that_died_mid_attempt_is_replaced_after_its_lease(
+    allow_private: None, receiver: Receiver
+) -> None:
+    user = UserFactory.create()
+    endpoint_for(user, receiver)
+    receiver.stop()
+    event_id = record(user)
+    receiver.start()
+    # As a worker killed after its claim leaves it: sending, attempt counted, lease running.
+    Delivery.objects.update(
+        status=DeliveryStatus.SENDING,
+        attempts=2,
+        next_attempt_at=None,
+        lease_until=clock.now() + services.LEASE,
+    )
+
+    sweep_after(timedelta(seconds=10))
+    assert receiver.received == []  # its lease still runs: nobody else sends
+
+    sweep_after(services.LEASE)
+    assert [p["id"] for p in receiver.verified()] == [event_id]
+    assert Delivery.objects.get().status == DeliveryStatus.DELIVERED
+
+
 def test_the_default_timeout_is_ten_seconds() -> None:
     from credits.notifications import outbound
 
