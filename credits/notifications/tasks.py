@@ -1,5 +1,7 @@
 """Celery tasks of notifications: thin, idempotent, taking ids (services does the work)."""
 
+import logging
+
 from celery import shared_task
 
 from config.broker import publish_soon
@@ -8,6 +10,7 @@ from config.observability import connect_task_signals
 from . import services
 
 connect_task_signals()
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="credits.notifications.event_dispatch")
@@ -35,7 +38,14 @@ def notifications_sweep_task() -> int:
     disable endpoints failing for 5 days."""
     dispatched = 0
     for event_id in services.events_undispatched():
-        for delivery_id in services.event_dispatch(event_id=event_id):
+        try:
+            ids = services.event_dispatch(event_id=event_id)
+        except Exception:
+            # One event that cannot be fanned out (a bug, a bad row) must not hold back the
+            # others behind it: it stays undispatched, logged, and is tried again next sweep.
+            logger.exception("event %s: fan-out failed", event_id)
+            continue
+        for delivery_id in ids:
             publish_soon(delivery_attempt_task, delivery_id)
         dispatched += 1
     for delivery_id in services.deliveries_due():

@@ -436,3 +436,35 @@ def test_resend_makes_a_failed_delivery_due_again(allow_private: None, receiver:
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.DELIVERED
     assert len(receiver.received) == 9
+
+
+def test_beat_sweeps_every_ten_seconds(settings: Any) -> None:
+    assert settings.CELERY_BEAT_SCHEDULE["notifications-sweep"] == {
+        "task": "credits.notifications.sweep",
+        "schedule": 10.0,
+    }
+
+
+def test_an_event_that_cannot_be_fanned_out_holds_back_no_other(
+    allow_private: None, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = UserFactory.create()
+    endpoint_for(user, receiver)
+    first = Event.objects.create(
+        user=user, type="credits.low", data={}, cause="poison", created_at=clock.now()
+    )
+    second = Event.objects.create(
+        user=user, type="credits.low", data={}, cause="fine", created_at=clock.now()
+    )
+    real = services.event_dispatch
+
+    def dispatch(*, event_id: Any) -> list[int]:
+        if str(event_id) == str(first.pk):
+            raise RuntimeError("a bad row")
+        return real(event_id=event_id)
+
+    monkeypatch.setattr(services, "event_dispatch", dispatch)
+    notifications_sweep_task.apply()
+
+    assert [p["id"] for p in receiver.verified()] == [second.public_id]
+    assert Event.objects.get(pk=first.pk).dispatched_at is None
