@@ -155,6 +155,8 @@ class Delivery(models.Model):
 
 class DeliveryAttempt(models.Model):
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="log")
+    # The delivery's endpoint again, so that an endpoint's log is one index range, newest first.
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="log")
     attempt = models.PositiveIntegerField()
     status_code = models.PositiveIntegerField(null=True, blank=True)
     error = models.CharField(max_length=500, blank=True, default="")
@@ -162,7 +164,7 @@ class DeliveryAttempt(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)  # NULL: no retry follows
 
     class Meta:
-        indexes = [models.Index(fields=["delivery", "-id"], name="attempt_delivery_recent")]
+        indexes = [models.Index(fields=["endpoint", "-id"], name="attempt_endpoint_recent")]
 
     def __str__(self) -> str:
         return f"attempt {self.attempt}: {self.status_code or self.error}"

@@ -328,6 +328,7 @@ def delivery_attempt(*, delivery_id: int) -> bool:
 
 
 def _record(delivery: Delivery, answer: outbound.Answer, *, final: bool = False) -> bool:
+    assert delivery.endpoint_id is not None  # a webhook delivery (the channel's CHECK)
     now = clock.now()
     ok = answer.status_code is not None and 200 <= answer.status_code < 300
     delay = None if ok or final else retry_delay(delivery.attempts)
@@ -356,13 +357,14 @@ def _record(delivery: Delivery, answer: outbound.Answer, *, final: bool = False)
             return ok
         DeliveryAttempt.objects.create(
             delivery_id=delivery.pk,
+            endpoint_id=delivery.endpoint_id,
             attempt=delivery.attempts,
             status_code=answer.status_code,
             error=error[:500],
             created_at=now,
             next_attempt_at=next_at,
         )
-        endpoints = WebhookEndpoint.objects.filter(pk=str(delivery.endpoint_id))
+        endpoints = WebhookEndpoint.objects.filter(pk=delivery.endpoint_id)
         if ok:
             endpoints.exclude(failing_since=None).update(failing_since=None)
         elif answer.error != "endpoint_disabled":
@@ -442,9 +444,7 @@ def deliveries_due(*, limit: int = 500) -> list[int]:
 def delivery_rows(*, user: User, endpoint_id: str, before: int | None, limit: int) -> list[Any]:
     """The endpoint's attempt log, newest first (one page, plus one row to tell if more)."""
     endpoint = _own_endpoint(user, endpoint_id)
-    rows = DeliveryAttempt.objects.filter(delivery__endpoint=endpoint).select_related(
-        "delivery__event"
-    )
+    rows = DeliveryAttempt.objects.filter(endpoint=endpoint).select_related("delivery__event")
     if before is not None:
         rows = rows.filter(pk__lt=before)
     return list(rows.order_by("-pk")[: limit + 1])
