@@ -2,6 +2,8 @@
 per event, and a webhook row always names its endpoint (an email row never does). Each is
 tried from below the ORM."""
 
+from typing import Any
+
 import pytest
 from django.db import IntegrityError, connection, transaction
 
@@ -29,7 +31,7 @@ def _fixture() -> tuple[Event, str]:
     return event, str(endpoint.pk)
 
 
-def _insert(*params: object) -> None:
+def _insert(*params: Any) -> None:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(INSERT, params)
 
