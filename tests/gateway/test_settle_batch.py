@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import connection, connections
 from django.test import Client
 
-from credits import clock
+from credits import clock, services
 from credits.gateway.models import UsageBucket, UsageRecord
 from credits.models import CreditAccount, Hold, LedgerEntry, Lot
 from credits.reconciliation import reconcile
@@ -251,6 +251,43 @@ def test_items_the_services_must_settle_keep_the_batchs_order_on_their_account(
     assert twin_answers(batched, "a-") == twin_answers(singles, "b-")
     assert [item["charged"] for item in batched] == [1, 1, 0, 0]
     assert rows(twins["a-"], "a-") == rows(twins["b-"], "b-")
+    assert reconcile() == []
+
+
+@pytest.mark.usefixtures("backend")
+def test_the_later_items_of_an_account_wait_for_an_item_the_services_settle(
+    gateway: Gateway, frozen: FrozenClock
+) -> None:
+    """A release on a lot that owes a claw-back is the services' (the released credit is taken
+    by a clawback entry) while the account has nothing due: the success after it in the batch
+    must not be charged before it, or the ledger's entries (and their running balances) come in
+    another order than one-by-one settles write them."""
+    names = ["first", "second", "third"]
+    twins = {prefix: funded_customer(3) for prefix in ("a-", "b-")}
+    for prefix, customer in twins.items():
+        authorized(gateway, customer, prefix, names)
+        lot = Lot.objects.get(account_id=customer.user.pk)
+        owed = services.credits_claw_back(
+            user_id=customer.user.pk,
+            lot_id=lot.pk,
+            claim_up_to=3,
+            idempotency_key=f"claw:{prefix}",
+        ).owed
+        assert owed == 3  # every credit is held: the lot owes them all
+
+    def items(prefix: str) -> list[Any]:
+        return [
+            settle_body(f"{prefix}first", "failure"),
+            settle_body(f"{prefix}second"),
+            settle_body(f"{prefix}third", "failure"),
+        ]
+
+    batched = batch(gateway, items("a-")).json()["results"]
+    singles = one_by_one(gateway, items("b-"))
+    assert twin_answers(batched, "a-") == twin_answers(singles, "b-")
+    assert rows(twins["a-"], "a-") == rows(twins["b-"], "b-")
+    kinds = LedgerEntry.objects.filter(account_id=twins["a-"].user.pk).order_by("id")
+    assert [e.kind for e in kinds] == ["grant", "clawback", "charge", "clawback"]
     assert reconcile() == []
 
 
