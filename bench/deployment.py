@@ -17,8 +17,12 @@ Then it checks `/readyz` through HAProxy (database, Redis, both Celery roles `ok
 authorize+settle pairs through HAProxy with `bench/gateway.py`'s load generator, single settles
 then batched ones, then single settles through one node (a second HAProxy frontend with one
 server: the ratio the issue asks for), and checks the ledger: 0 errors, reconcile clean,
-charges equal to the successful settles seen by the clients. Everything it started is stopped
-at the end (by process group).
+charges equal to the successful settles seen by the clients. `--faults` adds a phase through
+HAProxy during which a web node is killed and started again, PgBouncer is restarted and a
+Celery worker is killed and started again: calls in flight may fail, and it checks that every
+settle a client saw charged has its one charge entry (0 lost), that no request is charged twice,
+and counts the charges whose answer was lost with the killed node (a gateway's retry of that
+settle replays it). Everything it started is stopped at the end (by process group).
 
 Not part of the test suite: it measures and prints. Needs root for PgBouncer's user switch
 (it refuses to run as root and runs as `postgres`) or a non-root user.
@@ -60,6 +64,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=4, help="blocking threads per web node")
     parser.add_argument("--pool-size", type=int, default=10, help="PgBouncer server connections")
     parser.add_argument("--base-port", type=int, default=18700, help="ports base .. base+5")
+    parser.add_argument(
+        "--faults",
+        action="store_true",
+        help="then a phase that kills a web node, restarts PgBouncer and kills a worker",
+    )
     parser.add_argument(
         "--redis-db", type=int, default=4, help="db of the shared Redis the seeding process uses"
     )
@@ -229,6 +238,64 @@ def phase(
     return row
 
 
+def faults(
+    deployment: Deployment,
+    port: int,
+    token: str,
+    keys: list[str],
+    args: argparse.Namespace,
+    restart: dict[str, tuple[list[str], dict[str, str] | None]],
+) -> dict[str, Any]:
+    """A load phase through HAProxy during which a web node is killed (SIGKILL) and started
+    again, PgBouncer is restarted, and a Celery worker is killed and started again. Calls in
+    flight may fail (the gateway retries them or denies); what must hold is the ledger: every
+    settle a client saw charged has exactly one charge entry, no request has two."""
+    import threading
+
+    from django.db.models import Count
+
+    from credits.models import LedgerEntry
+
+    def kill_and_restart(name: str, at: float, pause: float) -> None:
+        time.sleep(at)
+        process = deployment.processes[name]
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        print(f"      fault: {name} killed at {at:g} s")
+        time.sleep(pause)
+        deployment.start(name, *restart[name])
+        print(f"      fault: {name} started again")
+
+    load.BATCHING = None
+    print(f"faults, through HAProxy, single settles ({max(args.duration, 8):g} s):")
+    plan = [("web1", 1.0, 2.0), ("pgbouncer", 3.0, 0.5), ("worker0", 5.0, 0.5)]
+    charges_before = LedgerEntry.objects.filter(kind="charge").count()
+    threads = [threading.Thread(target=kill_and_restart, args=step) for step in plan]
+    for thread in threads:
+        thread.start()
+    stats = load.drive(port, token, keys, args.concurrency, max(args.duration, 8))
+    for thread in threads:
+        thread.join()
+    row = load.report_load(args.concurrency, stats)
+    seen = [f"request:{request_id}" for request_id in stats.charged_ids]
+    found = LedgerEntry.objects.filter(kind="charge", reference__in=seen).count()
+    twice = (
+        LedgerEntry.objects.filter(kind="charge")
+        .values("reference")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+        .count()
+    )
+    unseen = LedgerEntry.objects.filter(kind="charge").count() - charges_before - found
+    row.update(lost=len(seen) - found, duplicated=twice, charged_unseen=unseen)
+    print(
+        f"      settles the clients saw charged: {len(seen)}, with their charge entry: {found} "
+        f"(lost: {len(seen) - found}); requests charged twice: {twice}; charged but the answer "
+        f"lost with a killed node or connection (a gateway's retry replays it): {unseen}"
+    )
+    return row
+
+
 def main() -> None:
     args = parse_args()
     for tool in ("pgbouncer", "haproxy", "redis-server"):
@@ -259,25 +326,28 @@ def main() -> None:
             path.chmod(0o644)
         as_user = ["-u", "postgres"] if os.geteuid() == 0 else []
         pgbouncer = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-        deployment.start("pgbouncer", [pgbouncer, *as_user, str(ini)])
+        restart: dict[str, tuple[list[str], dict[str, str] | None]] = {
+            "pgbouncer": ([pgbouncer, *as_user, str(ini)], None)
+        }
+        deployment.start("pgbouncer", *restart["pgbouncer"])
         deployment.start(
             "redis",
             ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), *NO_PERSISTENCE],
         )
         env = environment(args, pgbouncer_port, redis_port)
         for n, port in enumerate(node_ports):
-            deployment.start(
-                f"web{n}",
+            restart[f"web{n}"] = (
                 [sys.executable, "-m", "config.serve", "internal"],
                 {**env, "INTERNAL_PORT": str(port)},
             )
+            deployment.start(f"web{n}", *restart[f"web{n}"])
         celery = str(BIN / "celery")
         for n in range(2):
-            deployment.start(
-                f"worker{n}",
+            restart[f"worker{n}"] = (
                 [celery, "-A", "config", "worker", "-l", "warning", "-n", f"worker{n}@%h", *WORKER],
                 env,
             )
+            deployment.start(f"worker{n}", *restart[f"worker{n}"])
         deployment.start(
             "beat",
             [celery, "-A", "config", "beat", "-l", "warning", "-s", str(folder / "beat")],
@@ -329,11 +399,20 @@ def main() -> None:
             rows[title] = phase(title, port, token, keys, args, batch)
             charged += rows[title]["charged"]
         results["load"] = rows
+        if args.faults:
+            rows["faults"] = faults(deployment, haproxy_port, token, keys, args, restart)
+            charged += rows["faults"]["charged"]
+            wait_for(
+                "the restarted web node",
+                answers(f"http://127.0.0.1:{node_ports[1]}/livez"),
+                deployment,
+                list(deployment.processes),
+            )
         for name in deployment.processes:
             deployment.alive(name)
         print("after the run:")
         results["ledger"] = load.check_ledger(charged)
-        errors = sum(row["errors"] for row in rows.values())
+        errors = sum(row["errors"] for title, row in rows.items() if title != "faults")
         two, one = (rows[title] for title in (TWO_NODES, ONE_NODE))
         ratio = two["pairs_per_s"] / one["pairs_per_s"] if one["pairs_per_s"] else float("nan")
         print(

@@ -303,6 +303,7 @@ class Stats:
     settle: list[float] = field(default_factory=list)
     pairs: int = 0
     charged: int = 0
+    charged_ids: list[str] = field(default_factory=list)  # request ids the clients saw charged
     errors: Counter[str] = field(default_factory=Counter)
 
 
@@ -476,6 +477,7 @@ async def _worker(
                 continue
             if b'"charged": 1' in answer:
                 stats.charged += 1
+                stats.charged_ids.append(request_id)
             else:
                 stats.errors["settle charged 0"] += 1
             stats.pairs += 1
