@@ -2,10 +2,18 @@
 
     .venv/bin/python bench/gateway.py              # about 3 minutes
     .venv/bin/python bench/gateway.py --quick      # shorter phases, for a smoke run
+    .venv/bin/python bench/gateway.py --settle batch   # settles batched as a gateway would
 
-What it does, all on loopback, in its own PostgreSQL database (`billing_bench`, dropped and
-re-created) and Redis db (`--redis-db`, default 4: its keys are per API key id, so nothing
-collides):
+`--settle batch` (issue 23): the load generator settles as a gateway that batches would: each
+allowed request's settle goes to a batcher, which sends `POST /internal/v1/settle/batch` every
+`--flush-ms` (10) milliseconds or `--batch-max` (100) items, whichever comes first, on up to
+`--batch-connections` (4) connections at once; the client that made the request waits for its
+item's answer (so a pair is still authorize + settle done, and the settle latency printed is
+the gateway's: queueing in the batcher included).
+
+What it does, all on loopback, in its own PostgreSQL database (`--database`, default
+`billing_bench`, dropped and re-created) and Redis db (`--redis-db`, default 4: its keys are
+per API key id, so nothing collides):
 
 1. migrates, seeds `--accounts` accounts (default 200) with `--keys` keys each, and a service
    token;
@@ -30,6 +38,7 @@ Not part of the test suite: nothing here asserts a target; it measures and print
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -79,7 +88,23 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="skip the pgbench ceiling and the per-process comparisons (for tuning sweeps)",
     )
+    parser.add_argument(
+        "--database", default="billing_bench", help="dropped and re-created: give each run its own"
+    )
+    parser.add_argument(
+        "--settle",
+        choices=["single", "batch"],
+        default="single",
+        help="one settle call per request, or batched settles (POST /internal/v1/settle/batch)",
+    )
+    parser.add_argument("--flush-ms", type=float, default=10.0, help="batch mode: flush period")
+    parser.add_argument("--batch-max", type=int, default=100, help="batch mode: items per call")
+    parser.add_argument(
+        "--batch-connections", type=int, default=4, help="batch mode: batch calls in flight"
+    )
     args = parser.parse_args()
+    global BENCH_DB
+    BENCH_DB = args.database
     if args.quick:
         args.duration = 5.0
     return args
@@ -278,6 +303,7 @@ class Stats:
     settle: list[float] = field(default_factory=list)
     pairs: int = 0
     charged: int = 0
+    charged_ids: list[str] = field(default_factory=list)  # request ids the clients saw charged
     errors: Counter[str] = field(default_factory=Counter)
 
 
@@ -309,8 +335,93 @@ async def _call(
     return status, b""
 
 
+class Batcher:
+    """Settles batched as a gateway batches them: items are queued, and a batch leaves every
+    `flush_ms` milliseconds after its first item or at `batch_max` items, on one of
+    `connections` keep-alive connections (batches in flight at once)."""
+
+    def __init__(
+        self, port: int, token: str, *, flush_ms: float, batch_max: int, connections: int
+    ) -> None:
+        self.port = port
+        self.flush = flush_ms / 1000
+        self.batch_max = batch_max
+        self.connections = connections
+        self.head = (
+            b"POST /internal/v1/settle/batch HTTP/1.1\r\n"
+            + (
+                f"Host: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+                "Content-Type: application/json\r\nContent-Length: "
+            ).encode()
+        )
+        self.queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[Any]]] = asyncio.Queue()
+        self.sizes: list[int] = []
+        self.failures: Counter[str] = Counter()
+
+    async def settle(self, body: dict[str, Any]) -> dict[str, Any]:
+        """This item's answer in its batch (a settle answer, or an item error)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self.queue.put((body, future))
+        answer: dict[str, Any] = await future
+        return answer
+
+    async def run(self) -> None:
+        pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+        for _ in range(self.connections):
+            pool.put_nowait(await asyncio.open_connection("127.0.0.1", self.port))
+        loop = asyncio.get_running_loop()
+        sending: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                batch = [await self.queue.get()]
+                deadline = loop.time() + self.flush
+                while len(batch) < self.batch_max:
+                    try:
+                        batch.append(
+                            await asyncio.wait_for(self.queue.get(), deadline - loop.time())
+                        )
+                    except TimeoutError:
+                        break
+                connection = await pool.get()
+                task = asyncio.create_task(self._send(connection, pool, batch))
+                sending.add(task)
+                task.add_done_callback(sending.discard)
+        finally:
+            for task in list(sending):
+                await task
+            while not pool.empty():
+                pool.get_nowait()[1].close()
+
+    async def _send(
+        self,
+        connection: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+        batch: list[tuple[dict[str, Any], asyncio.Future[Any]]],
+    ) -> None:
+        self.sizes.append(len(batch))
+        body = json.dumps({"settles": [item for item, _ in batch]}).encode()
+        try:
+            status, answer = await _call(*connection, self.head, body)
+            results = json.loads(answer)["results"] if status == 200 else None
+        except (OSError, asyncio.IncompleteReadError, ValueError, KeyError) as exc:
+            status, results = 0, None
+            self.failures[f"batch: {type(exc).__name__}"] += 1
+        pool.put_nowait(connection)
+        for n, (_, future) in enumerate(batch):
+            if results is None:
+                future.set_result({"status": status or 599, "error": {"code": "batch failed"}})
+            else:
+                future.set_result(results[n])
+
+
 async def _worker(
-    port: int, token: str, keys: list[str], stop_at: float, stats: Stats, tag: str
+    port: int,
+    token: str,
+    keys: list[str],
+    stop_at: float,
+    stats: Stats,
+    tag: str,
+    batcher: Batcher | None = None,
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     common = (
@@ -354,13 +465,19 @@ async def _worker(
                 }
             ).encode()
             started = clock()
-            status, answer = await _call(reader, writer, settle_head, body)
+            if batcher is None:
+                status, answer = await _call(reader, writer, settle_head, body)
+            else:
+                item = await batcher.settle(json.loads(body))
+                status = item.get("status", 200)
+                answer = json.dumps(item).encode()
             stats.settle.append(clock() - started)
             if status != 200:
                 stats.errors[f"settle HTTP {status}"] += 1
                 continue
             if b'"charged": 1' in answer:
                 stats.charged += 1
+                stats.charged_ids.append(request_id)
             else:
                 stats.errors["settle charged 0"] += 1
             stats.pairs += 1
@@ -370,15 +487,32 @@ async def _worker(
         writer.close()
 
 
+# How `drive` settles: None (one call per settle) or the Batcher's settings (`--settle batch`).
+BATCHING: dict[str, Any] | None = None
+
+
 def drive(port: int, token: str, keys: list[str], concurrency: int, duration: float) -> Stats:
     stats = Stats()
     run = uuid.uuid4().hex[:8]
 
     async def main() -> None:
         stop_at = time.perf_counter() + duration
+        batcher = Batcher(port, token, **BATCHING) if BATCHING is not None else None
+        flusher = asyncio.create_task(batcher.run()) if batcher is not None else None
         await asyncio.gather(
-            *(_worker(port, token, keys, stop_at, stats, f"{run}-{c}") for c in range(concurrency))
+            *(
+                _worker(port, token, keys, stop_at, stats, f"{run}-{c}", batcher)
+                for c in range(concurrency)
+            )
         )
+        if batcher is not None and flusher is not None:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            stats.errors.update(batcher.failures)
+            if batcher.sizes:
+                mean = statistics.mean(batcher.sizes)
+                print(f"      {len(batcher.sizes)} batch calls, {mean:.1f} settles each on average")
 
     started = time.perf_counter()
     asyncio.run(main())
@@ -702,6 +836,13 @@ def machine_speed_ms() -> float:
 
 def main() -> None:
     args = parse_args()
+    global BATCHING
+    if args.settle == "batch":
+        BATCHING = {
+            "flush_ms": args.flush_ms,
+            "batch_max": args.batch_max,
+            "connections": args.batch_connections,
+        }
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     print(
         f"bench: {os.cpu_count()} CPUs; database {BENCH_DB}; redis db {args.redis_db}; "
@@ -723,7 +864,13 @@ def main() -> None:
     print(
         f"server: {args.server}, {args.workers} workers x {args.threads} threads, WSGI "
         f"{args.app}, config.settings; load: Python asyncio, raw HTTP/1.1 keep-alive, "
-        f"{args.duration:.0f} s per phase"
+        f"{args.duration:.0f} s per phase; settles "
+        + (
+            f"batched (every {args.flush_ms:g} ms or {args.batch_max} items, "
+            f"{args.batch_connections} calls in flight)"
+            if args.settle == "batch"
+            else "one call each"
+        )
     )
     charged = 0
     try:

@@ -1,6 +1,7 @@
-"""The OpenAPI description of `/internal/v1/authorize` and `/internal/v1/settle`.
+"""The OpenAPI description of `/internal/v1/authorize`, `/internal/v1/settle` and
+`/internal/v1/settle/batch`.
 
-Those two are plain Django views (the hot path skips DRF, see credits/gateway/views.py), so
+Those are plain Django views (the hot path skips DRF, see credits/gateway/views.py), so
 drf-spectacular's generator never sees them. This postprocessing hook adds them to the document,
 written from CONTRACT.md ("Internal API for the gateway"), so the gateway's authors and the
 schema fuzzer (tests/test_schemathesis.py) have the same description as the user API.
@@ -70,6 +71,48 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "credits_remaining": {"type": "integer"},
         },
     },
+    "SettleBatchRequest": {
+        "type": "object",
+        "required": ["settles"],
+        "properties": {
+            "settles": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 100,
+                "items": {"$ref": "#/components/schemas/SettleRequest"},
+            }
+        },
+    },
+    "SettleBatchItemError": {
+        "type": "object",
+        "description": "An item that the single settle would have answered with this `status`.",
+        "required": ["request_id", "error", "status"],
+        "properties": {
+            "request_id": _NULLABLE_STRING,
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": _STRING, "message": _STRING, "field": _STRING},
+            },
+            "status": {"type": "integer", "enum": [400, 404, 409, 500, 503]},
+        },
+    },
+    "SettleBatchResponse": {
+        "type": "object",
+        "required": ["results"],
+        "properties": {
+            "results": {
+                "type": "array",
+                "description": "One per item, in the order of `settles`.",
+                "items": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/SettleResponse"},
+                        {"$ref": "#/components/schemas/SettleBatchItemError"},
+                    ]
+                },
+            }
+        },
+    },
 }
 
 
@@ -128,6 +171,16 @@ PATHS: dict[str, dict[str, Any]] = {
                 "404": "request_not_found",
                 "409": "request_already_settled: settled before with the other outcome.",
             },
+        )
+    },
+    "/internal/v1/settle/batch": {
+        "post": _operation(
+            "internal_settle_batch",
+            "Settle up to 100 requests in one call; each item is answered in order as the "
+            "single settle answers it (its 400, 404 or 409 as an item error), independently.",
+            "SettleBatchRequest",
+            "SettleBatchResponse",
+            {},
         )
     },
 }

@@ -8,11 +8,77 @@
 
 Both need the migration to be `atomic = False` (VALIDATE and CONCURRENTLY run outside the
 ADD's transaction). SQLite re-creates the table, as Django does for any such change.
+
+Indexes built and dropped without blocking writes (also `atomic = False`):
+
+- `AddIndexLive`, `RemoveIndexLive`: Django's concurrent operations on PostgreSQL, the plain
+  ones on SQLite (which has no concurrent form);
+- `fk_index_drop`: a foreign key's own index dropped (`db_index=False`) CONCURRENTLY.
 """
 
 from typing import Any
 
+from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
 from django.db import migrations, models
+
+
+class _ConcurrentOnPostgres:
+    """The concurrent operation on PostgreSQL, its plain base (`plain`) elsewhere."""
+
+    plain: Any
+
+    def database_forwards(self, app_label: str, schema_editor: Any, *args: Any) -> None:
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_forwards(app_label, schema_editor, *args)  # type: ignore[misc]
+        else:
+            self.plain.database_forwards(self, app_label, schema_editor, *args)
+
+    def database_backwards(self, app_label: str, schema_editor: Any, *args: Any) -> None:
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_backwards(app_label, schema_editor, *args)  # type: ignore[misc]
+        else:
+            self.plain.database_backwards(self, app_label, schema_editor, *args)
+
+
+class AddIndexLive(_ConcurrentOnPostgres, AddIndexConcurrently):
+    plain = migrations.AddIndex
+
+
+class RemoveIndexLive(_ConcurrentOnPostgres, RemoveIndexConcurrently):
+    plain = migrations.RemoveIndex
+
+
+def fk_index_drop(
+    app_label: str, model_name: str, name: str, field: models.ForeignKey[Any, Any]
+) -> migrations.SeparateDatabaseAndState:
+    """`AlterField(name, field)` where `field` is the foreign key as it was but with
+    `db_index=False`: the state changes as Django's would; the database drops the index
+    CONCURRENTLY on PostgreSQL (a plain DROP INDEX waits for every running transaction on the
+    table while blocking all that come after it). The reverse builds it again, concurrently."""
+    assert field.deconstruct()[3].get("db_index") is False
+
+    def index_name(apps: Any, schema_editor: Any) -> tuple[str, str, str]:
+        model = apps.get_model(app_label, model_name)
+        column = model._meta.get_field(name).column
+        table = model._meta.db_table
+        return table, column, schema_editor._create_index_name(table, [column])
+
+    def forward(apps: Any, schema_editor: Any) -> None:
+        _, _, index = index_name(apps, schema_editor)
+        concurrently = "CONCURRENTLY " if schema_editor.connection.vendor == "postgresql" else ""
+        schema_editor.execute(f"DROP INDEX {concurrently}IF EXISTS {index}", None)
+
+    def backward(apps: Any, schema_editor: Any) -> None:
+        table, column, index = index_name(apps, schema_editor)
+        concurrently = "CONCURRENTLY " if schema_editor.connection.vendor == "postgresql" else ""
+        schema_editor.execute(
+            f"CREATE INDEX {concurrently}IF NOT EXISTS {index} ON {table} ({column})", None
+        )
+
+    return migrations.SeparateDatabaseAndState(
+        state_operations=[migrations.AlterField(model_name=model_name, name=name, field=field)],
+        database_operations=[migrations.RunPython(forward, backward)],
+    )
 
 
 def _operation(

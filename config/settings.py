@@ -166,7 +166,15 @@ if DATABASE_URL:
         # call, measured at 3 to 4% of the machine's CPU under load. The ORM is unaffected: its
         # cursors bind client-side and never prepare (Django turns preparing off by default for
         # poolers; behind PgBouncer in transaction mode, set its max_prepared_statements).
-        DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 0
+        #
+        # `DATABASE_PREPARED_STATEMENTS=0` turns them off (`prepare_threshold: None`): behind
+        # PgBouncer in transaction mode before 1.21 (Debian 12 has 1.18), consecutive
+        # transactions of one client may run on different server connections, and a statement
+        # prepared on one is missing on the next ("prepared statement _pg3_0 does not exist"),
+        # or a name is already taken by another client's ("already exists").
+        DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+            0 if env_bool("DATABASE_PREPARED_STATEMENTS", True) else None
+        )
         # Bounds on every session, so that no request, lock wait or forgotten transaction can
         # hold a connection (and the rows it locked) for long: under a burst, waits pile up
         # behind locks, and connections are the scarce resource (README, "Sizing").
@@ -177,12 +185,18 @@ if DATABASE_URL:
             "lock_timeout": env_int("DB_LOCK_TIMEOUT_MS", 5_000),
             "idle_in_transaction_session_timeout": env_int("DB_IDLE_IN_TRANSACTION_MS", 60_000),
         }
-        DATABASES["default"]["OPTIONS"]["options"] = " ".join(
-            [
-                DATABASES["default"]["OPTIONS"].get("options", ""),
-                *(f"-c {name}={value}" for name, value in _session_bounds.items()),
-            ]
-        ).strip()
+        # `DATABASE_STARTUP_OPTIONS=0` sends them not at all: PgBouncer 1.18 refuses a client
+        # whose startup packet carries `options` ("unsupported startup parameter"), and in
+        # transaction mode a session setting would not follow the client anyway. Behind it, set
+        # the same bounds on the server connections (PgBouncer's `connect_query`, or
+        # `ALTER ROLE ... SET`; README, "Behind PgBouncer").
+        if env_bool("DATABASE_STARTUP_OPTIONS", True):
+            DATABASES["default"]["OPTIONS"]["options"] = " ".join(
+                [
+                    DATABASES["default"]["OPTIONS"].get("options", ""),
+                    *(f"-c {name}={value}" for name, value in _session_bounds.items()),
+                ]
+            ).strip()
 else:
     DATABASES = {
         "default": {

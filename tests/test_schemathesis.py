@@ -129,6 +129,7 @@ def test_the_fuzzed_schema_covers_the_user_internal_and_webhook_operations() -> 
     assert {
         ("POST", "/internal/v1/authorize"),
         ("POST", "/internal/v1/settle"),
+        ("POST", "/internal/v1/settle/batch"),
         ("POST", WEBHOOK_PATH),
         ("GET", "/api/user/credits"),
         ("POST", "/api/user/keys"),

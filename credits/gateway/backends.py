@@ -23,7 +23,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 
 from accounts import budgets
 from accounts.api_keys import api_key_resolve
@@ -86,6 +86,15 @@ class Usage:
     completion_tokens: int
     reason: str
     http_status: int | None
+
+
+@dataclass(frozen=True)
+class SettleItem:
+    """One settle of a batch, validated."""
+
+    request_id: str
+    commit: bool
+    usage: Usage
 
 
 def _json(value: Any) -> dict[str, Any] | None:
@@ -265,9 +274,21 @@ class ServicesBackend:
             status = Hold.objects.filter(request_id=request_id).values_list("status", flat=True)
             return SettleOutcome(Outcome.CONFLICT, status=status.first())
 
+    def settle_batch(self, *, items: Sequence[SettleItem], now: datetime) -> list[SettleOutcome]:
+        """Each item settled as `settle` settles it, in order, each in its own transaction."""
+        return [
+            self.settle(request_id=item.request_id, commit=item.commit, usage=item.usage, now=now)
+            for item in items
+        ]
+
 
 def _call(sql: str, params: Sequence[Any]) -> Any:
-    """The one row of one SQL function call, in autocommit (or the caller's transaction).
+    """The one row of one SQL function call (`_rows`)."""
+    return _rows(sql, params)[0]
+
+
+def _rows(sql: str, params: Sequence[Any]) -> list[Any]:
+    """The rows of one SQL function call, in autocommit (or the caller's transaction).
 
     Through a plain psycopg cursor on Django's connection (server-side binding) rather than
     Django's cursor: measured at about 70 us of client CPU per call instead of 130 (Django's
@@ -279,11 +300,11 @@ def _call(sql: str, params: Sequence[Any]) -> Any:
     if db.execute_wrappers:
         with db.cursor() as cursor:
             cursor.execute(sql, params)
-            return cursor.fetchone()
+            return cursor.fetchall()
     db.ensure_connection()
     with db.wrap_database_errors, psycopg.Cursor(db.connection) as raw:
         raw.execute(sql, params)
-        return raw.fetchone()
+        return raw.fetchall()
 
 
 class SqlBackend(ServicesBackend):
@@ -399,6 +420,51 @@ class SqlBackend(ServicesBackend):
         if outcome == Outcome.DUE:
             return super().settle(request_id=request_id, commit=commit, usage=usage, now=now)
         return SettleOutcome(Outcome(outcome), charged or 0, available or 0, status)
+
+    def settle_batch(self, *, items: Sequence[SettleItem], now: datetime) -> list[SettleOutcome]:
+        """Every item in one round trip (`gateway_settle_batch`: one transaction, a
+        subtransaction per item, items ordered by account so that batches never deadlock).
+        The items it leaves (`due`: something came due on the account first) are settled
+        after its commit one by one, in the batch's order, as `settle` settles them."""
+        if not items:
+            return []
+        rows = _rows(
+            "SELECT * FROM gateway_settle_batch(%s::jsonb, %s)",
+            [
+                json.dumps(
+                    [
+                        {
+                            "request_id": item.request_id,
+                            "commit": item.commit,
+                            "model": item.usage.model,
+                            "prompt_tokens": item.usage.prompt_tokens,
+                            "completion_tokens": item.usage.completion_tokens,
+                            "reason": item.usage.reason,
+                            "http_status": item.usage.http_status,
+                        }
+                        for item in items
+                    ]
+                ),
+                now,
+            ],
+        )
+        results: list[SettleOutcome | None] = [None] * len(items)
+        for ord, outcome, charged, available, status in rows:
+            if outcome != Outcome.DUE:
+                results[ord] = SettleOutcome(Outcome(outcome), charged or 0, available or 0, status)
+        for ord, item in enumerate(items):
+            if results[ord] is not None:
+                continue
+            try:
+                results[ord] = self.settle(
+                    request_id=item.request_id, commit=item.commit, usage=item.usage, now=now
+                )
+            except DatabaseError as exc:
+                # This item only: the others are settled already (committed above, or each in
+                # its own transaction here), so the batch must still answer for them.
+                cause = exc.__cause__
+                results[ord] = SettleOutcome(Outcome.ERROR, status=getattr(cause, "sqlstate", None))
+        return [result for result in results if result is not None]
 
 
 _services = ServicesBackend()

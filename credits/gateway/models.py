@@ -107,8 +107,16 @@ class UsageRecord(models.Model):
         related_name="usage_records",
         db_index=False,
     )
+    # No index of its own: a key's records are always read within their account and a time
+    # range (`usage_account_settled_id`, the key a filter on it), and keys are never deleted
+    # (revoked), so nothing needs one (issue 23: one index entry per settle).
     api_key = models.ForeignKey(
-        "accounts.ApiKey", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        "accounts.ApiKey",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     model = models.CharField(max_length=64, blank=True)
     # Plain integers, kept non-negative by one named CHECK (see Meta) rather than one implicit

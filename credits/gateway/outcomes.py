@@ -21,6 +21,9 @@ class Outcome(StrEnum):
     MODEL_NOT_ALLOWED = "model_not_allowed"  # not in the key's allowed models
     RATE_LIMITED = "rate_limited"  # decided by the limiter, never by the database
     NOT_FOUND = "not_found"  # settle: no hold has this request id
+    # Batch settle: this item raised inside its own subtransaction, which undid it (the SQLSTATE
+    # is in `status`); the batch's other items are kept.
+    ERROR = "error"
     # Not final: the caller decides again another way; the database wrote nothing.
     DUE = "due"  # something on the account has come due (or a hold expired): the services act
     RETRY = "retry"  # the request id was held on another account meanwhile: look again

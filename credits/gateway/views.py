@@ -1,4 +1,6 @@
-"""`POST /internal/v1/authorize` and `POST /internal/v1/settle` (CONTRACT.md, "Internal API").
+"""`POST /internal/v1/authorize`, `POST /internal/v1/settle` (CONTRACT.md, "Internal API") and
+`POST /internal/v1/settle/batch` (part 2, "Batch settle for gateways": up to 100 settles in one
+call and, on PostgreSQL, one database round trip, `gateway_settle_batch`).
 
 Plain Django views, not DRF: these run on every end-user request, and a probe measured DRF's
 per-request machinery plus the ORM at a sixth of the throughput of a plain view calling one SQL
@@ -15,11 +17,12 @@ for credit must not consume quota; if the hold is refused after the limiter coun
 (credits taken by a concurrent request meanwhile), the count is taken back.
 """
 
+import contextlib
 import functools
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,7 +38,7 @@ from config.text import made_storable, storable
 from credits import clock
 
 from . import backends, decisions
-from .backends import SETTLE_KEY, Usage
+from .backends import SETTLE_KEY, SettleItem, SettleOutcome, Usage
 from .calls import Answer, Call, Handler, as_django_view, error_answer, with_service_token
 from .outcomes import Outcome
 from .ratelimit import limiter_hit, limiter_peek, limiter_undo, tier_for_balance
@@ -445,14 +448,8 @@ def _authorize(
     raise RuntimeError("authorize: the request id kept changing under us")
 
 
-@_logged("/internal/v1/settle")
-@with_service_token
-@_guarded(observability.count_settle)
-def settle_answer(call: Call) -> Answer:
-    body = _body(call)
-    request_id = _string(body, "request_id", required=True, max_length=MAX_REQUEST_ID)
-    assert request_id is not None
-    observability.bind_request_id(request_id)
+def _settle_item(body: dict[str, Any], request_id: str) -> SettleItem:
+    """The rest of a settle body (its request id read already), validated."""
     outcome = body.get("outcome")
     if outcome not in ("success", "failure"):
         raise BadRequest("outcome must be 'success' or 'failure'.", "outcome")
@@ -471,7 +468,7 @@ def settle_answer(call: Call) -> Answer:
     model = _string(body, "model", required=False, recorded=True) or ""
     prompt_tokens, completion_tokens = _usage_counts(body.get("usage"))
     reason = _string(body, "reason", required=False, max_length=MAX_REASON, recorded=True) or ""
-    result = backends.get_backend().settle(
+    return SettleItem(
         request_id=request_id,
         commit=outcome == "success",
         usage=Usage(
@@ -482,8 +479,24 @@ def settle_answer(call: Call) -> Answer:
             reason=reason,
             http_status=http_status,
         ),
-        now=clock.now(),
     )
+
+
+def _request_id(body: dict[str, Any]) -> str:
+    request_id = _string(body, "request_id", required=True, max_length=MAX_REQUEST_ID)
+    assert request_id is not None
+    return request_id
+
+
+# An item of a batch whose subtransaction raised: a lock or deadlock timeout or a serialization
+# failure is worth a retry (503, as a lost database is on the single settle); anything else is
+# a broken invariant (500). SQLSTATE classes: 40 transaction rollback, 55 object not in
+# prerequisite state (55P03 lock_not_available), 57 operator intervention.
+_RETRYABLE_SQLSTATE_CLASSES = ("40", "55", "57")
+
+
+def _settle_answer(item: SettleItem, result: SettleOutcome) -> Answer:
+    """Part 1's answer to a settle, counted."""
     if result.outcome == Outcome.NOT_FOUND:
         observability.count_settle("not_found")
         return error_answer(
@@ -495,23 +508,118 @@ def settle_answer(call: Call) -> Answer:
     if result.outcome == Outcome.CONFLICT:
         observability.count_settle("conflict")
         first = _SETTLED_AS.get(result.status or "", result.status)
+        settled_as = "success" if item.commit else "failure"
         return error_answer(
             409,
             "request_already_settled",
-            f"This request was already settled as {first}; settling it as {outcome} "
+            f"This request was already settled as {first}; settling it as {settled_as} "
             "changed nothing.",
             "outcome",
         )
+    if result.outcome == Outcome.ERROR:
+        logger.error("internal API: batch settle item failed with SQLSTATE %s", result.status)
+        if (result.status or "")[:2] in _RETRYABLE_SQLSTATE_CLASSES:
+            observability.count_settle("unavailable")
+            return error_answer(503, "unavailable", "The database could not settle it now.")
+        observability.count_settle("error")
+        return error_answer(500, "server_error", "Internal server error.")
+    if result.outcome not in (Outcome.OK, Outcome.REPLAY):
+        raise RuntimeError(f"settle: unexpected outcome {result.outcome!r}")
     observability.count_settle("charged" if result.charged else "not_charged")
     return Answer(
         200,
         {
-            "request_id": request_id,
+            "request_id": item.request_id,
             "charged": result.charged,
             "credits_remaining": result.available,
         },
     )
 
 
+@_logged("/internal/v1/settle")
+@with_service_token
+@_guarded(observability.count_settle)
+def settle_answer(call: Call) -> Answer:
+    body = _body(call)
+    request_id = _request_id(body)
+    observability.bind_request_id(request_id)
+    item = _settle_item(body, request_id)
+    result = backends.get_backend().settle(
+        request_id=item.request_id, commit=item.commit, usage=item.usage, now=clock.now()
+    )
+    return _settle_answer(item, result)
+
+
+MAX_BATCH = 100
+BATCH_PATH = "/internal/v1/settle/batch"
+
+
+@contextlib.contextmanager
+def _bound(request_id: Any) -> Iterator[None]:
+    """Log lines meanwhile carry this item's request id (the batch's own lines carry `-`)."""
+    token = observability.request_id.set("-")
+    try:
+        if isinstance(request_id, str):
+            observability.bind_request_id(request_id)
+        yield
+    finally:
+        observability.request_id.reset(token)
+
+
+def _batch_item(request_id: Any, answer: Answer) -> dict[str, Any]:
+    """An item's answer in the batch: part 1's body, or its error with the status it would have
+    had (a 4xx logged as the single settle's is)."""
+    if answer.status == 200:
+        return answer.payload
+    error = answer.payload["error"]
+    if answer.status < 500:
+        observability.log_gateway_4xx(answer.status, BATCH_PATH, error.get("code", ""))
+    return {
+        "request_id": request_id if isinstance(request_id, str) else None,
+        "error": error,
+        "status": answer.status,
+    }
+
+
+@_logged(BATCH_PATH)
+@with_service_token
+@_guarded(observability.count_settle)
+def settle_batch_answer(call: Call) -> Answer:
+    """Up to `MAX_BATCH` settles in one call (CONTRACT.md part 2, "Batch settle for gateways"):
+    each item answered in order, as part 1 answers it or as `{"request_id", "error", "status"}`.
+    A bad envelope is a 400 naming `settles`; a bad item is that item's 400 only."""
+    body = _body(call)
+    settles = body.get("settles")
+    if settles is None:
+        raise BadRequest("settles is required: a list of settle bodies.", "settles")
+    if not isinstance(settles, list):
+        raise BadRequest("settles must be a list of settle bodies.", "settles")
+    if not settles:
+        raise BadRequest("settles must not be empty.", "settles")
+    if len(settles) > MAX_BATCH:
+        raise BadRequest(f"settles must hold at most {MAX_BATCH} settle bodies.", "settles")
+    results: list[dict[str, Any] | None] = [None] * len(settles)
+    places: list[int] = []
+    items: list[SettleItem] = []
+    for place, raw in enumerate(settles):
+        request_id = raw.get("request_id") if isinstance(raw, dict) else None
+        with _bound(request_id):
+            try:
+                if not isinstance(raw, dict):
+                    raise BadRequest("The body must be a JSON object.")  # as the single settle says
+                items.append(_settle_item(raw, _request_id(raw)))
+                places.append(place)
+            except BadRequest as exc:
+                observability.count_settle("invalid")
+                answer = error_answer(400, "invalid_request", exc.message, exc.field)
+                results[place] = _batch_item(request_id, answer)
+    outcomes = backends.get_backend().settle_batch(items=items, now=clock.now())
+    for place, item, result in zip(places, items, outcomes, strict=True):
+        with _bound(item.request_id):
+            results[place] = _batch_item(item.request_id, _settle_answer(item, result))
+    return Answer(200, {"results": results})
+
+
 authorize = as_django_view(authorize_answer)
 settle = as_django_view(settle_answer)
+settle_batch = as_django_view(settle_batch_answer)

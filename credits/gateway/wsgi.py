@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 HOT_PATHS: dict[str, Handler] = {
     "/internal/v1/authorize": views.authorize_answer,
     "/internal/v1/settle": views.settle_answer,
+    "/internal/v1/settle/batch": views.settle_batch_answer,
 }
 
 STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}

@@ -189,10 +189,17 @@ class LedgerEntry(models.Model):
     amount = models.BigIntegerField()
     balance_after = models.BigIntegerField()
     idempotency_key = models.CharField(max_length=200)  # unique: see Meta.constraints
-    reference = models.CharField(max_length=200, blank=True)  # indexed: see Meta.indexes
+    reference = models.CharField(max_length=200, blank=True)  # not indexed: see Meta.indexes
     reason = models.TextField(blank=True)
+    # Staff who wrote an adjustment; NULL on every other entry. Indexed only where set
+    # (`entry_created_by`): the hot path's charges then add no entry to that index.
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     created_at = models.DateTimeField()
 
@@ -232,9 +239,15 @@ class LedgerEntry(models.Model):
             models.Index(fields=["account", "-id"], name="entry_account_newest"),
             # The admin dashboard sums today's entries by kind.
             models.Index(fields=["kind", "created_at"], name="entry_kind_created"),
-            # Equality only: nothing searches references by prefix (the admin's search is
-            # `icontains`, which no btree serves), so no `_like` index as `db_index=True` adds.
-            models.Index(fields=["reference"], name="entry_reference"),
+            # What a staff member wrote (a user's deletion would look here, were it allowed).
+            models.Index(
+                fields=["created_by"],
+                name="entry_created_by",
+                condition=Q(created_by__isnull=False),
+            ),
+            # No index on `reference`: no query filters on it (the admin's search is
+            # `icontains`, which no btree serves), and it cost one index entry per charge
+            # (issue 23). An exact-reference search would want it back.
         ]
 
     def __str__(self) -> str:
@@ -252,7 +265,12 @@ class Hold(models.Model):
     """Credit reserved for one gateway request until it is committed, released or expires."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="holds")
+    # No index of its own: every query of an account's holds asks for its live ones, which
+    # `hold_live_account` serves; accounts are never deleted (issue 23: two index entries per
+    # pair, the hold's insert and its settle's update, which is not HOT).
+    account = models.ForeignKey(
+        CreditAccount, on_delete=models.PROTECT, related_name="holds", db_index=False
+    )
     # Holds are never looked up by lot or by key, and neither lots nor keys are ever deleted
     # (PROTECT, and the admin revokes keys): an index on either would only be written, twice
     # per request (the authorize's insert, the settle's update).

@@ -2,13 +2,15 @@
 endpoints, and a clock placed at the start of a window (so a test never straddles a reset)."""
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from uuid import uuid4
 
 import pytest
+from django.db import connection
 from django.test import Client
 
 from accounts.models import ApiKey, User
@@ -161,3 +163,17 @@ def start_of_next(window: str) -> None:
     else:
         start = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
     clock.advance(start + timedelta(seconds=1) - now)
+
+
+@contextmanager
+def gateway_calls() -> Iterator[list[str]]:
+    """The `gateway_*` SQL functions called meanwhile, in order."""
+    called: list[str] = []
+
+    def record(execute: Callable[..., Any], sql: str, *args: Any) -> Any:
+        if "gateway_" in sql:
+            called.append(sql.split("FROM ", 1)[1].split("(", 1)[0])
+        return execute(sql, *args)
+
+    with connection.execute_wrapper(record):
+        yield called

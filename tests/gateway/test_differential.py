@@ -4,8 +4,9 @@ same rows, on PostgreSQL.
 Each Hypothesis example opens two twin accounts (same grants, same keys) and drives the same
 random sequence through both: authorize (the one-call `gateway_authorize` under a guessed tier,
 and the two-step check and hold), authorize again with the same or the other key, settle as a
-success or a failure (again, and the other way), grants with and without expiry, clawbacks,
-freezes, key revocations, the sweep, and the clock moving past holds' and lots' expiries. One
+success or a failure (again, and the other way), alone or in a batch (`settle_batch`), grants
+with and without expiry, clawbacks, freezes, key revocations, the sweep, and the clock moving
+past holds' and lots' expiries. One
 twin goes through `SqlBackend` (the PL/pgSQL functions, which hand the due cases to the
 services), the other through `ServicesBackend`. Every answer is compared, and after every step
 every row of both accounts (the account, its lots, ledger entries, holds with their stored
@@ -410,6 +411,35 @@ class Differential(RuleBasedStateMachine):
                 request_id=twin.request_id(suffix), commit=success, usage=usage, now=now
             )
         )
+
+    @rule(
+        settles=st.lists(
+            st.tuples(requests, st.booleans(), st.integers(0, 500)), min_size=1, max_size=4
+        )
+    )
+    def settle_batch(self, settles: list[tuple[str, bool, int]]) -> None:
+        """A batch (issue 23): `gateway_settle_batch` (one call, a subtransaction per item,
+        what comes due left to the services in the batch's order) against the services one by
+        one; the same request may come twice, with either outcome."""
+        now = self.clock.now()
+
+        def items(twin: Twin) -> list[backends.SettleItem]:
+            return [
+                backends.SettleItem(
+                    request_id=twin.request_id(suffix),
+                    commit=success,
+                    usage=backends.Usage(
+                        model="kimi-k2-0905",
+                        prompt_tokens=tokens,
+                        completion_tokens=2 * tokens,
+                        reason="" if success else "client_disconnected",
+                        http_status=None,
+                    ),
+                )
+                for suffix, success, tokens in settles
+            ]
+
+        self.both(lambda twin: twin.backend.settle_batch(items=items(twin), now=now))
 
     @rule(lot=st.integers(0, 20), amount=st.integers(1, 5))
     def claw_back(self, lot: int, amount: int) -> None:

@@ -2,10 +2,6 @@
 costs one database call, and every answer that is not "allowed" takes its rate-limit count back
 and is decided exactly as the two-step path decides it (credits/gateway/views.py)."""
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
-
 import pytest
 from django.db import connection
 
@@ -14,7 +10,13 @@ from credits import clock, services
 from credits.gateway.ratelimit import limiter_peek, tier_for_balance
 from credits.models import CreditAccount, Hold, LotSource
 from credits.reconciliation import reconcile
-from tests.gateway.conftest import Customer, Gateway, funded_customer, start_of_next
+from tests.gateway.conftest import (
+    Customer,
+    Gateway,
+    funded_customer,
+    gateway_calls,
+    start_of_next,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -23,20 +25,6 @@ pytestmark = pytest.mark.django_db
 def _postgresql_only() -> None:
     if connection.vendor != "postgresql":
         pytest.skip("the one-round-trip path exists on PostgreSQL only")
-
-
-@contextmanager
-def gateway_calls() -> Iterator[list[str]]:
-    """The `gateway_*` SQL functions called meanwhile, in order."""
-    called: list[str] = []
-
-    def record(execute: Callable[..., Any], sql: str, *args: Any) -> Any:
-        if "gateway_" in sql:
-            called.append(sql.split("FROM ", 1)[1].split("(", 1)[0])
-        return execute(sql, *args)
-
-    with connection.execute_wrapper(record):
-        yield called
 
 
 def seen(gateway: Gateway, balance: int) -> Customer:

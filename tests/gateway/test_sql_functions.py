@@ -62,6 +62,7 @@ def test_every_file_defines_one_function_of_its_own_name() -> None:
         "gateway_hold_create",
         "gateway_spend_check",
         "gateway_settle",
+        "gateway_settle_batch",
     }
     for name, text in texts.items():
         assert text.count(" FUNCTION ") == 1

@@ -5,36 +5,9 @@ blocks the settles' inserts on a large table), so this migration is not atomic; 
 built before the old one goes, so no read is ever without one. SQLite (the embedded default) has
 no concurrent form and runs the plain one."""
 
-from typing import Any
-
-from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
 from django.db import migrations, models
 
-
-class _ConcurrentOnPostgres:
-    """The concurrent operation on PostgreSQL, its plain base (`plain`) elsewhere."""
-
-    plain: Any
-
-    def database_forwards(self, app_label: str, schema_editor: Any, *args: Any) -> None:
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_forwards(app_label, schema_editor, *args)  # type: ignore[misc]
-        else:
-            self.plain.database_forwards(self, app_label, schema_editor, *args)
-
-    def database_backwards(self, app_label: str, schema_editor: Any, *args: Any) -> None:
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_backwards(app_label, schema_editor, *args)  # type: ignore[misc]
-        else:
-            self.plain.database_backwards(self, app_label, schema_editor, *args)
-
-
-class AddIndexLive(_ConcurrentOnPostgres, AddIndexConcurrently):
-    plain = migrations.AddIndex
-
-
-class RemoveIndexLive(_ConcurrentOnPostgres, RemoveIndexConcurrently):
-    plain = migrations.RemoveIndex
+from config.migration_ops import AddIndexLive, RemoveIndexLive
 
 
 class Migration(migrations.Migration):

@@ -1,0 +1,57 @@
+"""The indexes an authorize+settle pair writes to are a deliberate list (issue 23, "fewer writes
+per pair"): each costs an entry per pair, so one more must be a choice, made here, with the query
+that reads it named in its model."""
+
+import pytest
+from django.db import connection
+
+pytestmark = pytest.mark.django_db
+
+PAIR_TABLE_INDEXES = {
+    "credits_hold": {
+        "credits_hold_pkey",
+        "hold_unique_request_id",
+        "hold_live_account",
+        "hold_live_expiry",
+    },
+    "credits_ledgerentry": {
+        "credits_ledgerentry_pkey",
+        "credits_ledgerentry_lot_id_e8f6f51f",
+        "entry_account_newest",
+        "entry_created_by",
+        "entry_kind_created",
+        "entry_unique_idempotency_key",
+    },
+    "credits_usagerecord": {
+        "credits_usagerecord_pkey",
+        "usage_account_settled_id",
+        "usage_unique_request_id",
+    },
+}
+
+
+@pytest.fixture(autouse=True)
+def _postgresql_only() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("index definitions are read from PostgreSQL's catalogue")
+
+
+def test_the_tables_a_pair_inserts_into_carry_only_the_indexes_something_reads() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tablename, indexname FROM pg_indexes WHERE tablename = ANY(%s)",
+            [list(PAIR_TABLE_INDEXES)],
+        )
+        found: dict[str, set[str]] = {}
+        for table, index in cursor.fetchall():
+            found.setdefault(table, set()).add(index)
+    assert found == PAIR_TABLE_INDEXES
+
+
+def test_the_index_of_staff_written_entries_leaves_the_charges_out() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_get_indexdef('entry_created_by'::regclass)",
+        )
+        (definition,) = cursor.fetchone()
+    assert definition.endswith("(created_by_id) WHERE (created_by_id IS NOT NULL)")
