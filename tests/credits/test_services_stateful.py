@@ -414,6 +414,16 @@ class LedgerMachine(RuleBasedStateMachine):
         lot.owed += owed
         lot.uncollectable += claim - take - owed
 
+    @rule(n=st.integers(0, 2), count=st.integers(1, 5))
+    def spend(self, n: int, count: int) -> None:
+        """A few holds committed at once, as the gateway's pairs do: charges that cross the
+        low-balance threshold come often (through the SQL backend in SqlLedgerMachine)."""
+        for _ in range(count):
+            request_id = self.hold(n=n, amount=1, ttl=TTLS[1])
+            if not isinstance(request_id, str):
+                return  # refused: nothing left to spend
+            self._settle(request_id, commit=True)
+
     @rule(n=st.integers(0, 2), threshold=st.none() | st.integers(0, 15))
     def set_threshold(self, n: int, threshold: int | None) -> None:
         # Whatever is due is written first, under the old threshold (as the setter does).
