@@ -41,6 +41,7 @@ from .services import (
     user_create,
     user_deactivate,
 )
+from .signals import api_key_revoked
 
 # knox registers an admin for login tokens that lets staff mint a token for any user, shown in
 # clear (and carried in the messages cookie). A secret is shown once, to its owner; staff end a
@@ -448,7 +449,15 @@ def _revoke_audited(queryset: QuerySet[Any]) -> int:
     now = timezone.now()
     count = 0
     for obj in queryset.filter(revoked_at__isnull=True):
-        if type(obj).objects.filter(pk=obj.pk, revoked_at__isnull=True).update(revoked_at=now):
+        # One transaction per key: its audit entry and its `key.revoked` event (written by the
+        # ledger's receiver of `api_key_revoked`) commit with the revocation.
+        with transaction.atomic():
+            if (
+                not type(obj)
+                .objects.filter(pk=obj.pk, revoked_at__isnull=True)
+                .update(revoked_at=now)
+            ):
+                continue
             count += 1
             audit_record(
                 instance=obj,
@@ -456,6 +465,9 @@ def _revoke_audited(queryset: QuerySet[Any]) -> int:
                 before={"revoked_at": None},
                 after={"revoked_at": now},
             )
+            if isinstance(obj, ApiKey):
+                obj.revoked_at = now
+                api_key_revoked.send(sender=ApiKey, key=obj)
     return count
 
 

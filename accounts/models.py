@@ -200,7 +200,15 @@ class ApiKey(models.Model):
 
     class Meta:
         ordering = ("-created_at",)
-        indexes = [models.Index(fields=["user", "revoked_at"], name="apikey_user_live")]
+        indexes = [
+            models.Index(fields=["user", "revoked_at"], name="apikey_user_live"),
+            # The beat's `key.expiring` (credits.notices): live keys that expire, by expiry.
+            models.Index(
+                fields=["expires_at"],
+                name="apikey_expiry",
+                condition=models.Q(expires_at__isnull=False, revoked_at__isnull=True),
+            ),
+        ]
         # Not `unique=True`, which would add a `_like` index nobody reads (keys are looked up
         # by their whole digest).
         constraints = [

@@ -40,7 +40,14 @@ from .models import (
     new_invite_code,
     normalize_email,
 )
-from .signals import signup_confirmed, user_deleted, user_registered
+from .signals import (
+    api_key_created,
+    api_key_revoked,
+    api_key_rotated,
+    signup_confirmed,
+    user_deleted,
+    user_registered,
+)
 from .tokens import invalid_token, token_make, token_read
 
 API_KEY_NAME_MAX_LENGTH = 100
@@ -405,6 +412,7 @@ def api_key_create(
             budget_period=budget["period"] if budget else "",
             allowed_models=allowed_models,
         )
+        api_key_created.send(sender=ApiKey, key=key)
     return key, raw
 
 
@@ -477,6 +485,7 @@ def api_key_rotate(
                 "rotated_at",
             ]
         )
+        api_key_rotated.send(sender=ApiKey, key=key)
     return key, raw
 
 
@@ -519,9 +528,15 @@ def api_key_revoke(*, user: User, key_id: uuid.UUID | str) -> ApiKey:
     if key is None:
         raise _key_not_found()
     if key.revoked_at is None:
-        # Conditional: a concurrent revoke keeps the first timestamp.
-        ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-        key.refresh_from_db(fields=["revoked_at"])
+        with transaction.atomic():
+            # Conditional: a concurrent revoke keeps the first timestamp, and only the call
+            # that revoked announces it.
+            revoked = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
+                revoked_at=timezone.now()
+            )
+            key.refresh_from_db(fields=["revoked_at"])
+            if revoked:
+                api_key_revoked.send(sender=ApiKey, key=key)
     return key
 
 

@@ -17,3 +17,9 @@ signup_confirmed = Signal()
 # The account is being deleted (anonymised), inside that transaction. kwargs: `user` (still
 # with its email). Receivers end what the user owns in their app (credits: forfeit the balance).
 user_deleted = Signal()
+
+# An API key changed, sent inside the transaction of the change (the ledger writes its
+# `key.*` notification events there: `credits.receivers`). kwargs: `key` (the ApiKey as saved).
+api_key_created = Signal()
+api_key_revoked = Signal()  # only by the call that revoked it (a repeated revoke sends nothing)
+api_key_rotated = Signal()

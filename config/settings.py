@@ -248,6 +248,8 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 5
 HEARTBEAT_INTERVAL_SECONDS = float(os.environ.get("HEARTBEAT_INTERVAL_SECONDS") or 10)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "credits-sweep": {"task": "credits.tasks.sweep_expired", "schedule": 60.0},
+    # `credits.expiring` and `key.expiring` (issue 17): at least every minute, like the sweep.
+    "credits-notices": {"task": "credits.tasks.notices_sweep", "schedule": 60.0},
     "stripe-requeue-stale": {
         "task": "credits.payments.stripe_events_requeue_stale",
         "schedule": 300.0,

@@ -7,10 +7,17 @@ from django.conf import settings
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from accounts.signals import signup_confirmed, user_deleted, user_registered
+from accounts.signals import (
+    api_key_created,
+    api_key_revoked,
+    api_key_rotated,
+    signup_confirmed,
+    user_deleted,
+    user_registered,
+)
 
-from . import services
-from .models import CreditAccount, CreditSettings, Hold, HoldStatus, LotSource
+from . import notices, services
+from .models import CreditAccount, CreditSettings, EventType, Hold, HoldStatus, LotSource
 
 ACCOUNT_DELETED_REASON = "account deleted"
 
@@ -71,3 +78,23 @@ def open_account_of_new_user(sender: object, instance: Any, created: bool, **kwa
     the gateway never meet a user without one. Only registration grants the signup credits."""
     if created and not kwargs.get("raw"):
         services.account_open(user_id=instance.pk)
+
+
+# --- key changes: their notification events (issue 17), in the transaction of the change -------
+
+
+@receiver(api_key_created, dispatch_uid="credits.key_created_event")
+def key_created_event(sender: object, key: Any, **kwargs: Any) -> None:
+    notices.key_notify(key=key, type=EventType.KEY_CREATED, cause=f"key.created:{key.pk}")
+
+
+@receiver(api_key_revoked, dispatch_uid="credits.key_revoked_event")
+def key_revoked_event(sender: object, key: Any, **kwargs: Any) -> None:
+    notices.key_notify(key=key, type=EventType.KEY_REVOKED, cause=f"key.revoked:{key.pk}")
+
+
+@receiver(api_key_rotated, dispatch_uid="credits.key_rotated_event")
+def key_rotated_event(sender: object, key: Any, **kwargs: Any) -> None:
+    """One per rotation: the cause names the rotation's instant."""
+    cause = f"key.rotated:{key.pk}:{key.rotated_at.isoformat()}"
+    notices.key_notify(key=key, type=EventType.KEY_ROTATED, cause=cause)

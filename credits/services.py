@@ -29,7 +29,7 @@ from django.db.models import F, Min, Q, Sum
 from accounts import budgets
 from accounts.models import ApiKey, User
 
-from . import clock, locks
+from . import clock, locks, notices
 from .errors import (
     AccountFrozen,
     AccountLimitExceeded,
@@ -144,7 +144,7 @@ def _write_entry(
     created_by: User | None = None,
 ) -> LedgerEntry:
     """Append one entry; the caller has already moved `account.balance` and the lot."""
-    return LedgerEntry.objects.create(
+    entry = LedgerEntry.objects.create(
         account=account,
         lot=lot,
         kind=kind,
@@ -156,6 +156,11 @@ def _write_entry(
         created_by=created_by,
         created_at=now,
     )
+    # Notifications (issue 17): `credits.low` on a crossing of the threshold, `credits.expired`
+    # for an expire entry, in this transaction; nothing written otherwise. The SQL twin of
+    # `credits.low` is in gateway_settle.sql.
+    notices.entry_notify(account=account, lot=lot, entry=entry)
+    return entry
 
 
 def _save_account(account: CreditAccount) -> None:
@@ -356,6 +361,7 @@ def credits_grant(
                 remaining=amount,
                 expires_at=expires_at,
                 created_at=now,
+                expiry_notice_at=notices.lot_expiry_notice_first(expires_at),
             )
             if expires_at is not None and expires_at <= now:
                 # Granted already expired (a late webhook, say): it is recorded and expires at once.
@@ -768,13 +774,16 @@ def accounts_sweep(*, limit: int = 500) -> int:
     return len(due)
 
 
-def account_freeze(*, user_id: UUID, reason: str) -> None:
+def account_freeze(*, user_id: UUID, reason: str) -> bool:
+    """Freeze the account unless it is frozen already; True if this call froze it."""
     with transaction.atomic():
         account = locks.account_lock(user_id)
-        if account.frozen_at is None:
-            account.frozen_at = clock.now()
-            account.frozen_reason = reason
-            account.save(update_fields=["frozen_at", "frozen_reason"])
+        if account.frozen_at is not None:
+            return False
+        account.frozen_at = clock.now()
+        account.frozen_reason = reason
+        account.save(update_fields=["frozen_at", "frozen_reason"])
+        return True
 
 
 def account_unfreeze(*, user_id: UUID) -> None:

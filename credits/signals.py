@@ -10,6 +10,7 @@ clawback_collected = Signal()
 
 # An event was written to the outbox (`credits.events.event_record`), inside the causing
 # transaction. kwargs: `event_id`. The notifications app uses it to kick its dispatcher once the
-# transaction commits; events written by the hot path's SQL functions send no signal (the
-# gateway kicks, and the dispatcher's beat sweep picks up anything missed).
+# transaction commits. For the `credits.low` that `gateway_settle` writes in SQL, the gateway's
+# `SqlBackend.settle` sends it when the function returns the event's id (the dispatcher's beat
+# sweep picks up anything missed).
 event_recorded = Signal()

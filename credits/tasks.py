@@ -5,7 +5,7 @@ account first. The sweep only keeps idle accounts' entries timely."""
 
 from celery import shared_task
 
-from . import services
+from . import notices, services
 
 
 @shared_task(name="credits.tasks.sweep_expired", ignore_result=True)
@@ -17,3 +17,10 @@ def sweep_expired(limit: int = 500) -> int:
         total += done
         if done < limit:
             return total
+
+
+@shared_task(name="credits.tasks.notices_sweep", ignore_result=True)
+def notices_sweep(limit: int = 100) -> int:
+    """`credits.expiring` for lots whose notice is due and `key.expiring` for keys expiring
+    within 7 days (credits.notices). Two beats racing write each notice once."""
+    return notices.notices_sweep(limit=limit)

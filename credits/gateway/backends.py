@@ -39,7 +39,8 @@ from credits.errors import (
     ModelNotAllowed,
 )
 from credits.gateway.models import UsageRecord
-from credits.models import CreditAccount, Hold
+from credits.models import CreditAccount, Event, Hold
+from credits.signals import event_recorded
 
 from .outcomes import Outcome
 
@@ -404,7 +405,7 @@ class SqlBackend(ServicesBackend):
     def settle(
         self, *, request_id: str, commit: bool, usage: Usage, now: datetime
     ) -> SettleOutcome:
-        outcome, charged, available, status = _call(
+        outcome, charged, available, status, event_id = _call(
             "SELECT * FROM gateway_settle(%s, %s, %s, %s, %s, %s, %s, %s)",
             [
                 request_id,
@@ -419,6 +420,11 @@ class SqlBackend(ServicesBackend):
         )
         if outcome == Outcome.DUE:
             return super().settle(request_id=request_id, commit=commit, usage=usage, now=now)
+        if event_id is not None:
+            # The function wrote a `credits.low` event (its charge crossed the threshold): tell
+            # the dispatcher as `event_record` does. In autocommit it has committed already;
+            # inside a caller's transaction the receivers wait for its commit (on_commit).
+            event_recorded.send(sender=Event, event_id=event_id)
         return SettleOutcome(Outcome(outcome), charged or 0, available or 0, status)
 
     def settle_batch(self, *, items: Sequence[SettleItem], now: datetime) -> list[SettleOutcome]:
@@ -449,9 +455,11 @@ class SqlBackend(ServicesBackend):
             ],
         )
         results: list[SettleOutcome | None] = [None] * len(items)
-        for ord, outcome, charged, available, status in rows:
+        for ord, outcome, charged, available, status, event_id in rows:
             if outcome != Outcome.DUE:
                 results[ord] = SettleOutcome(Outcome(outcome), charged or 0, available or 0, status)
+            if event_id is not None:  # as `settle` does: kick the dispatcher for it
+                event_recorded.send(sender=Event, event_id=event_id)
         for ord, item in enumerate(items):
             if results[ord] is not None:
                 continue

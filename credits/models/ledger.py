@@ -123,6 +123,10 @@ class Lot(models.Model):
         null=True, blank=True, help_text="When the expiry was written."
     )
     created_at = models.DateTimeField()
+    # When this lot's next `credits.expiring` notice falls due (7 days, then 24 hours before
+    # `expires_at`); NULL once there is none to come. The beat reads only the due ones through
+    # the partial index `lot_expiry_notice_due`, never the lots at large (`credits.notices`).
+    expiry_notice_at = models.DateTimeField(null=True, blank=True)
     # Claw-backs (refunds, disputes, reversed rewards) claim credits of one lot. What is unspent
     # and unheld is taken at once; what live holds cover is *owed*, taken as each hold is
     # released or expires (a committed hold's credit is spent, so its share of the debt becomes
@@ -162,6 +166,11 @@ class Lot(models.Model):
                 fields=["account", "expires_at", "id"],
                 name="lot_spendable",
                 condition=Q(remaining__gt=0),
+            ),
+            models.Index(
+                fields=["expiry_notice_at"],
+                name="lot_expiry_notice_due",
+                condition=Q(expiry_notice_at__isnull=False),
             ),
         ]
 

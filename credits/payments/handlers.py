@@ -25,8 +25,10 @@ from uuid import UUID
 
 from django.db.models import Sum
 
+from config.fields import rfc3339
 from credits import services as ledger
-from credits.models import EntryKind, LedgerEntry, LotSource
+from credits.events import event_record
+from credits.models import EntryKind, EventType, LedgerEntry, LotSource
 from credits.payments.models import Purchase, PurchaseStatus, StripeEvent, StripeEventStatus
 from credits.payments.signals import purchase_paid, purchase_reversed
 
@@ -186,6 +188,20 @@ def _pay(purchase: Purchase, *, amount: Any, currency: Any, event: StripeEvent) 
     if purchase.status in (PurchaseStatus.PENDING, PurchaseStatus.FAILED, PurchaseStatus.EXPIRED):
         purchase.status = PurchaseStatus.PAID
     purchase.save()
+    # Notifications (issue 17): once per purchase, in the transaction of the grant.
+    event_record(
+        user_id=purchase.user_id,
+        type=EventType.PAYMENT_SUCCEEDED,
+        data={
+            "purchase_id": str(purchase.pk),
+            "package": purchase.package.slug,
+            "credits": purchase.credits,
+            "amount": purchase.amount_paid,
+            "currency": purchase.currency_paid,
+            "expires_at": rfc3339(expires_at),
+        },
+        cause=f"{EventType.PAYMENT_SUCCEEDED.value}:{purchase.pk}",
+    )
     purchase_paid.send(sender=Purchase, purchase=purchase)
     # A dispute or refund that arrived before this payment event applies now.
     if purchase.dispute_id:
@@ -219,6 +235,9 @@ def _apply_refund(purchase: Purchase) -> None:
             ),
         )
     purchase.credits_clawed_back = _clawed_back(purchase)
+    # One notice per cumulative refunded amount (Stripe's, or a staff refund's): whichever of
+    # the two is seen first writes it, a redelivery finds its cause.
+    _refunded_notify(purchase, cause=f"refund:{purchase.amount_refunded}")
     full = refunded >= purchase.price_amount
     became_refunded = False
     if purchase.status in (
@@ -246,6 +265,23 @@ def _claw_back_dispute(purchase: Purchase) -> None:
     )
     purchase.credits_clawed_back = _clawed_back(purchase)
     purchase.save()
+    _refunded_notify(purchase, cause=f"dispute:{purchase.dispute_id}")
+
+
+def _refunded_notify(purchase: Purchase, *, cause: str) -> None:
+    """`payment.refunded` (issue 17), in the claw-back's transaction, once per `cause`. For a
+    dispute `amount_refunded` is what Stripe has refunded so far (the chargeback is not a
+    refund); `credits_clawed_back` is the total taken back from the lot."""
+    event_record(
+        user_id=purchase.user_id,
+        type=EventType.PAYMENT_REFUNDED,
+        data={
+            "purchase_id": str(purchase.pk),
+            "amount_refunded": purchase.amount_refunded,
+            "credits_clawed_back": purchase.credits_clawed_back,
+        },
+        cause=f"{EventType.PAYMENT_REFUNDED.value}:{purchase.pk}:{cause}",
+    )
 
 
 # --- handlers, one per event type ------------------------------------------------------------
@@ -392,10 +428,16 @@ def dispute_created(event: StripeEvent, obj: JSON) -> Outcome:
     _note(purchase, f"Dispute {purchase.dispute_id} opened ({obj.get('reason')}): account frozen.")
     purchase.save()
     ledger.account_open(user_id=purchase.user_id)
-    ledger.account_freeze(
-        user_id=purchase.user_id,
-        reason=f"Payment disputed ({purchase.dispute_id}, purchase {purchase.pk}).",
-    )
+    reason = f"Payment disputed ({purchase.dispute_id}, purchase {purchase.pk})."
+    if ledger.account_freeze(user_id=purchase.user_id, reason=reason):
+        # Notifications (issue 17): only when this dispute froze the account (a redelivery, or
+        # an account frozen already, finds it frozen).
+        event_record(
+            user_id=purchase.user_id,
+            type=EventType.ACCOUNT_FROZEN,
+            data={"reason": reason},
+            cause=f"{EventType.ACCOUNT_FROZEN.value}:dispute:{purchase.dispute_id}",
+        )
     if purchase.lot_id is not None:
         _claw_back_dispute(purchase)
         if not was_disputed:

@@ -7,7 +7,7 @@ from django.utils import timezone
 from accounts import service_tokens
 from accounts.models import ApiKey, ServiceToken, User
 from accounts.services import api_key_create
-from credits.models import CreditAccount
+from credits.models import CreditAccount, Event
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -68,6 +68,19 @@ def test_the_revoke_action_revokes_keys(staff_client: Client) -> None:
     key.refresh_from_db()
     assert key.revoked_at is not None
     assert not ApiKey.objects.live().exists()
+
+
+def test_the_revoke_action_writes_one_key_revoked_event_however_often_run(
+    staff_client: Client,
+) -> None:
+    key, _ = api_key_create(user=UserFactory.create(), name="k")
+    for _ in range(2):
+        staff_client.post(
+            "/admin/accounts/apikey/", {"action": "revoke", "_selected_action": [str(key.pk)]}
+        )
+    [event] = Event.objects.filter(type="key.revoked")
+    assert (event.user_id, event.cause) == (key.user_id, f"key.revoked:{key.pk}")
+    assert event.data == {"key": {"id": str(key.pk), "name": "k", "prefix": key.prefix}}
 
 
 def test_the_service_token_revoke_action_acts_at_once_in_this_process(

@@ -6,7 +6,11 @@ every step against the whole ledger (reconcile) and against a pure-Python model 
 - holds take one lot in burn-down order; a live hold's commit charges its lot; a commit after the
   hold's expiry charges available credit if any lot can cover it, else 0;
 - a claw-back claims a lot up to a total: the unheld credit is taken at once, the held credit is
-  owed and taken as each hold is released or expires, a committed hold's share is uncollectable.
+  owed and taken as each hold is released or expires, a committed hold's share is uncollectable;
+- the outbox (issue 17): exactly one `credits.low` per entry that takes the balance from at least
+  the account's threshold (changed by a rule now and then, NULL included) to below it, one
+  `credits.expired` per expire entry, nothing else (holds write none), and `event_recorded`
+  sent for each, by the SQL backend too.
 
 The machine runs twice: holds made and settled by the services, and (`SqlLedgerMachine`) by the
 gateway's SQL backend; `tests/gateway/test_differential.py` compares the two row by row.
@@ -37,8 +41,18 @@ from credits import clock, services
 from credits.errors import HoldAlreadySettled, IdempotencyConflict, InsufficientCredits
 from credits.gateway import backends
 from credits.gateway.outcomes import Outcome
-from credits.models import CreditAccount, Hold, LedgerEntry, Lot, LotSource
+from credits.models import (
+    CreditAccount,
+    EntryKind,
+    Event,
+    EventType,
+    Hold,
+    LedgerEntry,
+    Lot,
+    LotSource,
+)
 from credits.reconciliation import reconcile
+from credits.signals import event_recorded
 from tests.credits.conftest import assert_every_lot_explained, funded_user
 
 EXPIRIES = [
@@ -107,13 +121,45 @@ class LedgerMachine(RuleBasedStateMachine):
         self._atomic.__enter__()
         self.accounts = [ModelAccount(funded_user().pk) for _ in range(3)]
         self.model_holds: dict[str, ModelHold] = {}
+        # The outbox: each account's threshold, the events its entries must have written (cause
+        # -> data), the last entry checked, and the ids `event_recorded` announced.
+        self.thresholds: list[int | None] = [10] * len(self.accounts)
+        self.expected_events: dict[str, dict] = {}
+        self.last_entry = LedgerEntry.objects.order_by("-id").values_list("id", flat=True).first()
+        self._expect_events()
+        self.announced: set[UUID] = set()
+        event_recorded.connect(self._announced, dispatch_uid="stateful-machine")
 
     def teardown(self) -> None:
         for model in self.accounts:  # once per example: costly, and reconcile covers most of it
             assert_every_lot_explained(model.user_id)
+        event_recorded.disconnect(dispatch_uid="stateful-machine")
         transaction.set_rollback(True)
         self._atomic.__exit__(None, None, None)
         clock.reset()
+
+    def _announced(self, sender: object, event_id: UUID, **kwargs: object) -> None:
+        self.announced.add(event_id)
+
+    def _expect_events(self) -> None:
+        """The events the entries written since the last look call for, under the thresholds
+        in force when they were written (a threshold changes only in `set_threshold`)."""
+        owner = {model.user_id: n for n, model in enumerate(self.accounts)}
+        for entry in LedgerEntry.objects.filter(
+            account_id__in=list(owner), id__gt=self.last_entry or 0
+        ).order_by("id"):
+            threshold = self.thresholds[owner[entry.account_id]]
+            before = entry.balance_after - entry.amount
+            if threshold is not None and before >= threshold > entry.balance_after:
+                self.expected_events[f"credits.low:{entry.idempotency_key}"] = {
+                    "balance": entry.balance_after,
+                    "threshold": threshold,
+                }
+            if entry.kind == EntryKind.EXPIRE:
+                self.expected_events[f"credits.expired:{entry.idempotency_key}"] = {
+                    "amount": -entry.amount
+                }
+            self.last_entry = entry.pk
 
     # --- the model ---------------------------------------------------------------------------
 
@@ -368,6 +414,24 @@ class LedgerMachine(RuleBasedStateMachine):
         lot.owed += owed
         lot.uncollectable += claim - take - owed
 
+    @rule(n=st.integers(0, 2), count=st.integers(1, 5))
+    def spend(self, n: int, count: int) -> None:
+        """A few holds committed at once, as the gateway's pairs do: charges that cross the
+        low-balance threshold come often (through the SQL backend in SqlLedgerMachine)."""
+        for _ in range(count):
+            request_id = self.hold(n=n, amount=1, ttl=TTLS[1])
+            if not isinstance(request_id, str):
+                return  # refused: nothing left to spend
+            self._settle(request_id, commit=True)
+
+    @rule(n=st.integers(0, 2), threshold=st.none() | st.integers(0, 15))
+    def set_threshold(self, n: int, threshold: int | None) -> None:
+        # Whatever is due is written first, under the old threshold (as the setter does).
+        services.account_settle_due(user_id=self.accounts[n].user_id)
+        self._expect_events()
+        services.low_balance_threshold_set(user_id=self.accounts[n].user_id, threshold=threshold)
+        self.thresholds[n] = threshold
+
     @rule()
     def sweep(self) -> None:
         services.accounts_sweep()
@@ -385,6 +449,26 @@ class LedgerMachine(RuleBasedStateMachine):
         for n, model in enumerate(self.accounts):
             account = CreditAccount.objects.get(pk=model.user_id)
             assert services.account_balance(account=account, now=now) == self._expected(n, now)
+
+    @invariant()
+    def the_outbox_holds_one_event_per_crossing_and_per_expiry(self) -> None:
+        self._expect_events()
+        # The ledger's own events (the SQL machine's key adds a `key.created`).
+        events = Event.objects.filter(
+            user_id__in=[model.user_id for model in self.accounts], type__startswith="credits."
+        )
+        found = {}
+        for event in events:
+            assert event.type in (EventType.CREDITS_LOW, EventType.CREDITS_EXPIRED), event
+            data = event.data
+            if event.type == EventType.CREDITS_EXPIRED:
+                data = {"amount": data["amount"]}
+            found[event.cause] = data
+        assert found == self.expected_events
+        # Every event written was announced. (Announced ones may be missing: a refused
+        # operation rolls back what it wrote before refusing, an expiry say, and the receivers
+        # act only on commit.)
+        assert {event.pk for event in events} <= self.announced
 
     @invariant()
     def every_claw_back_is_where_the_model_says(self) -> None:

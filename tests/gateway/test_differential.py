@@ -10,9 +10,11 @@ past holds' and lots' expiries. One
 twin goes through `SqlBackend` (the PL/pgSQL functions, which hand the due cases to the
 services), the other through `ServicesBackend`. Every answer is compared, and after every step
 every row of both accounts (the account, its lots, ledger entries, holds with their stored
-decisions, usage records and buckets, the keys' `last_used_at`), with ids mapped to their
-twin's; and at the end of each example the whole ledger reconciles. The clock is frozen between
-steps so that both twins see the same instants. At least 200 examples per run (`EXAMPLES`).
+decisions, usage records and buckets, the keys' `last_used_at`, the outbox's events: the
+`credits.low` that `gateway_settle` writes in SQL against the one `services._write_entry` writes,
+with the low-balance threshold changed by a rule), with ids mapped to their twin's; and at the
+end of each example the whole ledger reconciles. The clock is frozen between steps so that both
+twins see the same instants. At least 200 examples per run (`EXAMPLES`).
 """
 
 import os
@@ -21,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from django.db import connection, transaction
@@ -44,7 +46,7 @@ from credits import clock, services
 from credits.gateway import backends
 from credits.gateway.models import UsageBucket, UsageRecord
 from credits.gateway.outcomes import Outcome
-from credits.models import CreditAccount, Hold, LedgerEntry, Lot, LotSource
+from credits.models import CreditAccount, Event, Hold, LedgerEntry, Lot, LotSource
 from credits.reconciliation import reconcile
 from tests.factories import UserFactory
 
@@ -117,6 +119,19 @@ def _decision(decision: Any) -> Any:
     return {k: v for k, v in decision.items() if k != "hold_id"}
 
 
+def _event_data(
+    data: dict[str, Any], lot_names: dict[int, str], key_names: dict[Any, str]
+) -> dict[str, Any]:
+    """An event's data with its lot's or key's id replaced by its name (and a key's prefix,
+    random in each twin, left out)."""
+    lot, key = data.get("lot"), data.get("key")
+    if isinstance(lot, dict):
+        return {**data, "lot": {**lot, "id": lot_names[lot["id"]]}}
+    if isinstance(key, dict):
+        return {**data, "key": {"id": key_names[UUID(key["id"])], "name": key["name"]}}
+    return data
+
+
 def snapshot(twin: Twin) -> dict[str, Any]:
     user_id = twin.user.pk
     account = CreditAccount.objects.get(pk=user_id)
@@ -127,8 +142,11 @@ def snapshot(twin: Twin) -> dict[str, Any]:
     holds = list(Hold.objects.filter(account_id=user_id))
     hold_names = {str(hold.pk): f"hold:{hold.request_id.removeprefix(prefix)}" for hold in holds}
 
-    def text(value: str) -> str:
-        value = re.sub(UUID_RE, lambda m: hold_names.get(m.group(0), m.group(0)), value)
+    names = {**hold_names, **{str(pk): name for pk, name in key_names.items()}}
+
+    def text(value: str, *, keys: bool = False) -> str:
+        found = names if keys else hold_names
+        value = re.sub(UUID_RE, lambda m: found.get(m.group(0), m.group(0)), value)
         value = re.sub(r"expire:lot:(\d+)", lambda m: f"expire:{lot_names[int(m[1])]}", value)
         return value.replace(str(user_id), "USER").replace(prefix, "")
 
@@ -143,6 +161,7 @@ def snapshot(twin: Twin) -> dict[str, Any]:
             account.monthly_credit_limit,
             account.month_spent,
             account.month_start,
+            account.low_balance_threshold,
         ),
         "lots": [
             (
@@ -214,6 +233,16 @@ def snapshot(twin: Twin) -> dict[str, Any]:
                 bucket.completion_tokens,
             )
             for bucket in UsageBucket.objects.filter(account_id=user_id)
+        ),
+        "events": sorted(
+            (
+                event.type,
+                repr(_event_data(event.data, lot_names, key_names)),
+                text(event.cause, keys=True),
+                event.created_at,
+                event.dispatched_at,
+            )
+            for event in Event.objects.filter(user_id=user_id)
         ),
         "keys": [
             (
@@ -335,8 +364,14 @@ class Differential(RuleBasedStateMachine):
 
     # --- rules ---------------------------------------------------------------------------------
 
-    @initialize(amount=st.integers(1, 4), expiry=st.sampled_from(LOT_EXPIRIES))
-    def fund(self, amount: int, expiry: timedelta | None) -> None:
+    @initialize(
+        amount=st.integers(1, 4),
+        expiry=st.sampled_from(LOT_EXPIRIES),
+        threshold=st.none() | st.integers(1, 4),
+    )
+    def fund(self, amount: int, expiry: timedelta | None, threshold: int | None) -> None:
+        # A threshold within reach of these small balances, so that charges cross it often.
+        self.set_threshold(threshold)
         self.grant(amount=amount, expiry=expiry)
 
     @rule(amount=st.integers(1, 4), expiry=st.sampled_from(LOT_EXPIRIES))
@@ -441,6 +476,17 @@ class Differential(RuleBasedStateMachine):
 
         self.both(lambda twin: twin.backend.settle_batch(items=items(twin), now=now))
 
+    @rule(tier=st.sampled_from(GUESSED_TIERS), pairs=st.integers(1, 4))
+    def spend(self, tier: tuple[int, int | None], pairs: int) -> None:
+        """The hot path's commonest pair, authorize then a successful settle, a few times in
+        one step: settles that charge (and cross the low-balance threshold) come often, not
+        only when Hypothesis happens to settle an authorized request."""
+        for _ in range(pairs):
+            suffix = self.authorize(
+                key=0, ttl=HOLD_TTLS[1], tier=tier, model=MODELS[0], previous=False
+            )
+            self.settle(suffix=suffix, success=True, tokens=(1, 1))
+
     @rule(lot=st.integers(0, 20), amount=st.integers(1, 5))
     def claw_back(self, lot: int, amount: int) -> None:
         self.claws += 1
@@ -494,6 +540,12 @@ class Differential(RuleBasedStateMachine):
     def set_limit(self, limit: int | None) -> None:
         for twin in self.twins:
             services.account_limit_set(user_id=twin.user.pk, monthly_credit_limit=limit)
+
+    # Notifications (issue 17): the balance crossing the threshold writes `credits.low`.
+    @rule(threshold=st.none() | st.integers(0, 6))
+    def set_threshold(self, threshold: int | None) -> None:
+        for twin in self.twins:
+            services.low_balance_threshold_set(user_id=twin.user.pk, threshold=threshold)
 
     @rule(key=st.sampled_from([0, 1]), grace=st.sampled_from([0, 30, 600]))
     def rotate(self, key: int, grace: int) -> None:

@@ -1,7 +1,7 @@
 CREATE OR REPLACE FUNCTION gateway_settle(p_request_id text, p_commit boolean, p_model text,
                                p_prompt_tokens integer, p_completion_tokens integer,
                                p_reason text, p_http_status integer, p_now timestamptz)
-RETURNS TABLE(outcome text, charged integer, available bigint, status text)
+RETURNS TABLE(outcome text, charged integer, available bigint, status text, event_id uuid)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -11,11 +11,12 @@ DECLARE
     v_balance bigint;
     v_reserved bigint;
     v_charged integer;
+    v_event uuid;
     v_wanted text := CASE WHEN p_commit THEN 'committed' ELSE 'released' END;
 BEGIN
     -- The hold's account, locked first, in one statement.
     SELECT ca.user_id, ca.balance, ca.reserved, ca.next_event_at, ca.month_spent,
-           ca.month_start INTO a
+           ca.month_start, ca.low_balance_threshold INTO a
       FROM credits_creditaccount ca
      WHERE ca.user_id = (SELECT hd.account_id FROM credits_hold hd
                           WHERE hd.request_id = p_request_id)
@@ -75,6 +76,20 @@ BEGIN
                                          created_at)
         VALUES (a.user_id, h.lot_id, 'charge', -h.amount, v_balance, 'charge:' || h.id::text,
                 'request:' || p_request_id, '', NULL, p_now);
+        -- credits.low (issue 17): this charge takes the balance from at least the account's
+        -- threshold (read with the locked row above) to below it. The twin of
+        -- credits.notices.entry_notify: same cause (`credits.low:` + the entry's key), same
+        -- data. A charge that crosses nothing runs no statement here.
+        IF a.low_balance_threshold IS NOT NULL AND a.balance >= a.low_balance_threshold
+           AND v_balance < a.low_balance_threshold THEN
+            INSERT INTO credits_event (id, user_id, type, data, cause, created_at)
+            VALUES (gen_random_uuid(), a.user_id, 'credits.low',
+                    jsonb_build_object('balance', v_balance,
+                                       'threshold', a.low_balance_threshold),
+                    'credits.low:charge:' || h.id::text, p_now)
+            ON CONFLICT (cause) DO NOTHING
+            RETURNING id INTO v_event;
+        END IF;
     ELSE
         -- A lot that expired meanwhile is left alone: the released credit needs its expire
         -- entry (services); so is a lot that owes a claw-back: the released credit is taken
@@ -136,6 +151,7 @@ BEGIN
     charged := v_charged;
     available := v_balance - v_reserved;
     status := v_wanted;
+    event_id := v_event;  -- the caller sends `event_recorded` for it
     RETURN NEXT;
 END;
 $$;

@@ -1,5 +1,6 @@
 CREATE OR REPLACE FUNCTION gateway_settle_batch(p_items jsonb, p_now timestamptz)
-RETURNS TABLE(ord integer, outcome text, charged integer, available bigint, status text)
+RETURNS TABLE(ord integer, outcome text, charged integer, available bigint, status text,
+              event_id uuid)
 LANGUAGE plpgsql AS $$
 -- `POST /internal/v1/settle/batch` in one round trip: each item of `p_items` (an array of
 -- {request_id, commit, model, prompt_tokens, completion_tokens, reason, http_status}, already
@@ -35,13 +36,14 @@ BEGIN
         charged := NULL;
         available := NULL;
         status := NULL;
+        event_id := NULL;
         IF it.account_id IS NOT NULL AND it.account_id = v_deferred THEN
             outcome := 'due';
             RETURN NEXT;
             CONTINUE;
         END IF;
         BEGIN
-            SELECT s.outcome, s.charged, s.available, s.status INTO r
+            SELECT s.outcome, s.charged, s.available, s.status, s.event_id INTO r
               FROM gateway_settle(it.item->>'request_id', (it.item->>'commit')::boolean,
                                   it.item->>'model', (it.item->>'prompt_tokens')::integer,
                                   (it.item->>'completion_tokens')::integer,
@@ -51,6 +53,7 @@ BEGIN
             charged := r.charged;
             available := r.available;
             status := r.status;
+            event_id := r.event_id;  -- a credits.low the item wrote: the caller announces it
         EXCEPTION WHEN OTHERS THEN
             outcome := 'error';
             status := SQLSTATE;
