@@ -144,7 +144,7 @@ def _write_entry(
     created_by: User | None = None,
 ) -> LedgerEntry:
     """Append one entry; the caller has already moved `account.balance` and the lot."""
-    _auto_topup_mark(account, amount, now)
+    _auto_topup_mark(account, amount, now, kind)
     return LedgerEntry.objects.create(
         account=account,
         lot=lot,
@@ -159,13 +159,16 @@ def _write_entry(
     )
 
 
-def _auto_topup_mark(account: CreditAccount, amount: int, now: datetime) -> None:
+def _auto_topup_mark(account: CreditAccount, amount: int, now: datetime, kind: str) -> None:
     """Auto top-up (issue 19), kept apart from the rest of the entry: an entry taking the
     balance from at least the threshold to below it stamps the account (saved with it by
     `_save_account`) and kicks the payments app after commit. The earliest stamp stays until
-    it is claimed. gateway_settle.sql does the same in its account UPDATE."""
+    it is claimed. gateway_settle.sql does the same in its account UPDATE. A claw-back never
+    stamps: a refunded or disputed payment must not charge the card again by itself."""
     threshold = account.auto_topup_threshold
-    if threshold is None or not account.balance < threshold <= account.balance - amount:
+    if threshold is None or kind == EntryKind.CLAWBACK:
+        return
+    if not account.balance < threshold <= account.balance - amount:
         return
     if account.auto_topup_requested_at is None:
         account.auto_topup_requested_at = now

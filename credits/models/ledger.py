@@ -72,9 +72,9 @@ class CreditAccount(models.Model):
     # hot path's settle compares it with the balance it already holds locked: no extra read.
     low_balance_threshold = models.BigIntegerField(null=True, blank=True, default=10)
     # Auto top-up (issue 19): the payments app keeps the threshold here while auto top-up is on
-    # (NULL: off). An entry taking the balance from at least it to below it stamps
-    # `auto_topup_requested_at` in the same write (Python and gateway_settle.sql alike); the
-    # payments app claims the stamp after commit and starts at most one top-up.
+    # (NULL: off). An entry (not a claw-back) taking the balance from at least it to below it
+    # stamps `auto_topup_requested_at` in the same write (Python and gateway_settle.sql alike);
+    # the payments app claims the stamp after commit and starts at most one top-up.
     auto_topup_threshold = models.BigIntegerField(null=True, blank=True)
     auto_topup_requested_at = models.DateTimeField(null=True, blank=True)
 

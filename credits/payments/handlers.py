@@ -310,7 +310,8 @@ def checkout_session_failed(event: StripeEvent, obj: JSON) -> Outcome:
 
 
 def payment_intent_succeeded(event: StripeEvent, obj: JSON) -> Outcome:
-    """The same payment as the session's. Links the payment intent and its latest charge to the
+    """For an auto top-up, the payment itself (below). For a Checkout purchase, the same payment
+    as the session's. Links the payment intent and its latest charge to the
     purchase (each unique there), so that refund and dispute events, which name only those, find
     it; grants nothing. The grant is the Checkout Session event's (`checkout_session_paid`): its
     `amount_total`/`currency` are what is checked and its `created` is the payment time, so this

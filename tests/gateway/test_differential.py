@@ -469,12 +469,34 @@ class Differential(RuleBasedStateMachine):
         for twin in self.twins:
             services.account_limit_set(user_id=twin.user.pk, monthly_credit_limit=limit)
 
+    @initialize(threshold=st.integers(1, 4))
+    def auto_topup_on(self, threshold: int) -> None:
+        # From the start, so that settles crossing it are common (a rule alone rarely came
+        # before the right settle).
+        self.set_auto_topup_threshold(threshold=threshold)
+
     @rule(threshold=st.none() | st.integers(1, 6))
     def set_auto_topup_threshold(self, threshold: int | None) -> None:
         # No payments configuration here: the stamp stays unclaimed (the kick waits for a
         # commit that never comes), so every crossing's stamp is compared.
         for twin in self.twins:
             services.auto_topup_threshold_set(user_id=twin.user.pk, threshold=threshold)
+
+    @rule(tokens=st.tuples(st.integers(0, 50), st.integers(0, 500)))
+    def charge_across_the_auto_topup_threshold(self, tokens: tuple[int, int]) -> None:
+        """The threshold at the balance, then a request authorized and settled as a success:
+        its charge crosses (a settle crossing was rare among the random rules)."""
+        for twin in self.twins:
+            balance = CreditAccount.objects.get(pk=twin.user.pk).balance
+            services.auto_topup_threshold_set(user_id=twin.user.pk, threshold=max(balance, 1))
+        suffix = uuid4().hex[:12]
+        now = self.clock.now()
+        self.both(
+            lambda twin: authorize(
+                twin, suffix=suffix, key=0, ttl=HOLD_TTLS[1], tier=GUESSED_TIERS[0], now=now
+            )
+        )
+        self.settle(suffix=suffix, success=True, tokens=tokens)
 
     @rule(key=st.sampled_from([0, 1]), grace=st.sampled_from([0, 30, 600]))
     def rotate(self, key: int, grace: int) -> None:

@@ -104,6 +104,18 @@ def grants_of(purchase: Purchase) -> int:
     ).count()
 
 
+def pending_after_a_lost_answer(server: StripeRecordedServer) -> tuple[User, Purchase]:
+    """A crossing whose top-up Stripe made, while every answer to the create call was lost (the
+    library's own retries too): the purchase stays pending without a PaymentIntent."""
+    user = registered_user()
+    card_saved(user, server)
+    auto_topup_on(user)
+    server.drop_payment_intents = 3
+    spend(user, 60)
+    [purchase] = top_ups(user)
+    return user, purchase
+
+
 # --- saving a card, the configuration -----------------------------------------------------------
 
 
@@ -290,15 +302,8 @@ def test_a_succeeded_event_before_the_create_call_returned_grants_once(
 def test_a_create_retried_after_a_timeout_reuses_its_key_and_charges_once(
     stripe_settings: StripeRecordedServer,
 ) -> None:
-    user = registered_user()
-    card_saved(user, stripe_settings)
-    auto_topup_on(user)
-    # Stripe makes the PaymentIntent and every answer is lost, the library's own retries too.
-    stripe_settings.drop_payment_intents = 3
+    _, purchase = pending_after_a_lost_answer(stripe_settings)
 
-    spend(user, 60)
-
-    [purchase] = top_ups(user)
     assert purchase.status == PurchaseStatus.PENDING and purchase.payment_intent_id is None
     assert len(stripe_settings.payment_intents) == 1  # made once, whatever the client saw
     # The beat's sweep sends it again (once it is a minute old): Stripe answers the same object.
@@ -399,12 +404,7 @@ def test_a_removed_card_turns_auto_top_up_off_and_starts_nothing(
 def test_a_card_removed_while_a_top_up_waits_for_its_charge_fails_it(
     stripe_settings: StripeRecordedServer,
 ) -> None:
-    user = registered_user()
-    card_saved(user, stripe_settings)
-    auto_topup_on(user)
-    stripe_settings.drop_payment_intents = 3
-    spend(user, 60)
-    [purchase] = top_ups(user)
+    user, purchase = pending_after_a_lost_answer(stripe_settings)
     api_client(user).delete("/api/user/payment-method")
 
     autotopup.auto_topup_charge(purchase_id=purchase.pk)
@@ -450,8 +450,39 @@ def test_a_disputed_auto_top_up_is_clawed_back_and_freezes_the_account(
     assert purchase.status == PurchaseStatus.DISPUTED
     assert CreditAccount.objects.get(pk=user.pk).frozen_at is not None
     assert balance(user) == 40
-    # The claw-back took the balance below the threshold again: frozen, so no top-up.
+    # The claw-back took the balance below the threshold again: no top-up (a claw-back never
+    # stamps, and the account is frozen).
     assert len(top_ups(user)) == 1
+
+
+def test_an_auto_top_up_as_the_first_payment_rewards_the_inviter_and_its_refund_takes_it_back(
+    stripe_settings: StripeRecordedServer,
+) -> None:
+    from referrals.models import PaymentReward
+    from tests.referrals.conftest import referral_of, register
+
+    ann = registered_user(email="ann@example.com")
+    bob = register("bob@example.com", invite_code=ann.invite_code)
+    card_saved(bob, stripe_settings)
+    auto_topup_on(bob)
+    spend(bob, 60)
+    [purchase] = top_ups(bob)
+    deliver(succeeded(stripe_settings, purchase))
+    assert referral_of(bob).paid_purchase == str(purchase.pk)
+    assert balance(ann) == 100 + 50 + 500
+    purchase.refresh_from_db()
+    paid_charge = stripe_settings.charges[purchase.charge_id or ""]
+    refunded = dict(paid_charge, amount_refunded=STARTER_PRICE)
+
+    deliver(build_event("charge.refunded", refunded))
+
+    purchase.refresh_from_db()
+    assert purchase.status == PurchaseStatus.REFUNDED
+    assert referral_of(bob).payment_status == PaymentReward.REVERSED
+    assert balance(ann) == 150
+    assert balance(bob) == 40
+    # The claw-back took Bob's balance below the threshold: a refund never charges again.
+    assert top_ups(bob) == [purchase]
 
 
 # --- the monthly limit -------------------------------------------------------------------------
