@@ -1,6 +1,12 @@
 """Auto top-up: a saved card, the configuration, and the off-session charge that keeps a
 customer's balance up, at most once per trigger and within a monthly limit.
 
+The card: `POST /api/user/payment-method` makes the user's Stripe Customer once (Stripe
+idempotency key from the user id) and a Checkout Session in setup mode; its
+`checkout.session.completed` records the SetupIntent, and a task after commit reads the card from
+Stripe and stores its ids and display fields (a conditional update: a card removed meanwhile
+stays removed).
+
 The flow, and the race each step closes:
 
 1. **The trigger** is the ledger's: an entry that takes the balance from at least the account's
@@ -72,7 +78,8 @@ class PaymentMethodRequired(ApplicationError):
 
 
 class ChargeSendFailed(Exception):
-    """Stripe could not be reached, or answered 5xx or 429: retried with the same key."""
+    """Stripe could not be reached, or answered 5xx or 429: the task retries (a charge with
+    the same idempotency key)."""
 
 
 def _month_start(now: datetime) -> datetime:
@@ -137,41 +144,76 @@ def payment_method_of(*, user: User) -> StripeCustomer | None:
     return StripeCustomer.objects.filter(user=user, payment_method_id__isnull=False).first()
 
 
-def payment_method_save(*, session: dict[str, Any]) -> StripeCustomer | None:
-    """From a completed setup-mode Checkout Session (`checkout.session.completed`, inside the
-    event's transaction): read its SetupIntent's card from Stripe and store its display fields.
-    A read of Stripe (no side effect) made under the stored event's lock only. None when the
-    session is not one of ours."""
+def payment_method_completed(*, session: dict[str, Any]) -> StripeCustomer | None:
+    """A setup-mode Checkout Session completed (`checkout.session.completed`, inside the event's
+    transaction): remember its SetupIntent and fetch the card after commit (a Stripe call is
+    never made inside a transaction). None when the session is not one of ours."""
     customer_id = session.get("customer")
     customer_id = customer_id.get("id") if isinstance(customer_id, dict) else customer_id
+    setup_intent_id = session.get("setup_intent")
+    if isinstance(setup_intent_id, dict):
+        setup_intent_id = setup_intent_id.get("id")
     customer = (
         StripeCustomer.objects.select_for_update().filter(customer_id=customer_id).first()
         if isinstance(customer_id, str)
         else None
     )
-    setup_intent_id = session.get("setup_intent")
-    if isinstance(setup_intent_id, dict):
-        setup_intent_id = setup_intent_id.get("id")
     if customer is None or not isinstance(setup_intent_id, str):
         return None
     if customer.setup_session_id == session.get("id"):
-        return customer  # a redelivery: the card was saved (and may have been removed since)
-    intent = stripe_client().v1.setup_intents.retrieve(
-        setup_intent_id, params={"expand": ["payment_method"]}
-    )
-    method = intent.get("payment_method")
-    card = method.get("card") if method else None
-    if intent.get("status") != "succeeded" or not method or not card:
-        raise ValueError(f"SetupIntent {setup_intent_id} has no card saved yet.")
-    customer.payment_method_id = str(method["id"])
-    customer.card_brand = str(card.get("brand") or "")[:32]
-    customer.card_last4 = str(card.get("last4") or "")[:4]
-    customer.card_exp_month = card.get("exp_month")
-    customer.card_exp_year = card.get("exp_year")
+        return customer  # a redelivery: handled (and the card may have been removed since)
     customer.setup_session_id = str(session.get("id") or "")[:255]
-    customer.payment_method_saved_at = clock.now()
-    customer.save()
+    customer.pending_setup_intent_id = setup_intent_id[:255]
+    customer.save(update_fields=["setup_session_id", "pending_setup_intent_id"])
+    user_id = customer.pk
+    transaction.on_commit(lambda: _enqueue_fetch(user_id))
     return customer
+
+
+def _enqueue_fetch(user_id: UUID) -> None:
+    from .tasks import payment_method_fetch_task
+
+    try:
+        broker.publish_soon(payment_method_fetch_task, str(user_id))
+    except Exception:
+        logger.exception("Could not enqueue the card fetch of user %s; the sweep does", user_id)
+
+
+def payment_method_fetch(*, user_id: UUID) -> StripeCustomer | None:
+    """Read the pending SetupIntent's card from Stripe (outside any transaction) and store its
+    ids and display fields, unless the card was removed or another setup completed meanwhile
+    (a conditional update on the pending SetupIntent). Stripe away: `ChargeSendFailed`."""
+    customer = StripeCustomer.objects.filter(pk=user_id).first()
+    if customer is None or not customer.pending_setup_intent_id:
+        return customer
+    pending = customer.pending_setup_intent_id
+    try:
+        intent = stripe_client().v1.setup_intents.retrieve(
+            pending, params={"expand": ["payment_method"]}
+        )
+    except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
+        raise ChargeSendFailed(str(exc)) from exc
+    except stripe.StripeError as exc:
+        if exc.http_status is None or exc.http_status >= 500:
+            raise ChargeSendFailed(str(exc)) from exc
+        logger.warning("SetupIntent %s of user %s: %s", pending, user_id, exc)
+        intent = None
+    method = intent.get("payment_method") if intent is not None else None
+    card = method.get("card") if method else None
+    fields: dict[str, Any] = {"pending_setup_intent_id": ""}
+    if intent is not None and intent.get("status") == "succeeded" and method and card:
+        fields.update(
+            payment_method_id=str(method["id"])[:255],
+            card_brand=str(card.get("brand") or "")[:32],
+            card_last4=str(card.get("last4") or "")[:4],
+            card_exp_month=card.get("exp_month"),
+            card_exp_year=card.get("exp_year"),
+            payment_method_saved_at=clock.now(),
+        )
+    else:
+        logger.warning("SetupIntent %s of user %s saved no card", pending, user_id)
+    StripeCustomer.objects.filter(pk=user_id, pending_setup_intent_id=pending).update(**fields)
+    return StripeCustomer.objects.get(pk=user_id)
 
 
 def payment_method_remove(*, user: User) -> None:
@@ -372,7 +414,14 @@ def auto_topups_sweep(*, limit: int = 500) -> int:
     )
     for purchase_id in stale:
         _enqueue_charge(purchase_id)
-    return len(stamped) + len(stale)
+    fetches = list(
+        StripeCustomer.objects.exclude(pending_setup_intent_id="").values_list("pk", flat=True)[
+            :limit
+        ]
+    )
+    for user_id in fetches:
+        _enqueue_fetch(user_id)
+    return len(stamped) + len(stale) + len(fetches)
 
 
 # --- the charge --------------------------------------------------------------------------------

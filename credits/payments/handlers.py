@@ -274,10 +274,10 @@ def checkout_session_paid(event: StripeEvent, obj: JSON) -> Outcome:
     """`checkout.session.completed` and `checkout.session.async_payment_succeeded`."""
     if obj.get("mode") == "setup":
         # A card saved for auto top-up: no purchase, no money.
-        customer = autotopup.payment_method_save(session=obj)
+        customer = autotopup.payment_method_completed(session=obj)
         if customer is None:
             return _not_ours(obj)
-        return Outcome(StripeEventStatus.PROCESSED, note="Payment method saved.")
+        return Outcome(StripeEventStatus.PROCESSED, note="The card is fetched after commit.")
     purchase = _session_purchase(obj)
     if purchase is None:
         return _not_ours(obj)

@@ -287,9 +287,11 @@ class StripeCustomer(models.Model):
     card_last4 = models.CharField(max_length=4, blank=True)
     card_exp_month = models.PositiveSmallIntegerField(null=True, blank=True)
     card_exp_year = models.PositiveSmallIntegerField(null=True, blank=True)
-    # The Checkout Session (setup mode) that saved the card: a redelivered or older completion
-    # cannot bring back a card that was removed or replaced since.
+    # The last completed Checkout Session (setup mode): its redelivery changes nothing. Its
+    # SetupIntent is `pending_setup_intent_id` until a task (after the webhook's commit, never
+    # inside it) has read the card from Stripe and stored it; removing the card clears it.
     setup_session_id = models.CharField(max_length=255, blank=True)
+    pending_setup_intent_id = models.CharField(max_length=255, blank=True)
     payment_method_saved_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -116,3 +116,24 @@ def auto_topups_sweep_task() -> int:
     from .autotopup import auto_topups_sweep
 
     return auto_topups_sweep()
+
+
+@shared_task(
+    bind=True,
+    name="credits.payments.payment_method_fetch",
+    acks_late=True,
+    ignore_result=True,
+    max_retries=MAX_RETRIES,
+)
+def payment_method_fetch_task(self: Task, user_id: str) -> None:
+    """After a setup Checkout completed: read the saved card from Stripe and store it."""
+    from uuid import UUID
+
+    from .autotopup import ChargeSendFailed, payment_method_fetch
+
+    try:
+        payment_method_fetch(user_id=UUID(user_id))
+    except ChargeSendFailed as exc:
+        if self.request.is_eager:
+            return  # no broker: the beat's sweep fetches it
+        raise self.retry(countdown=10 * 2**self.request.retries, exc=exc) from exc

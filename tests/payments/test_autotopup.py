@@ -146,6 +146,43 @@ def test_a_card_saved_through_setup_checkout_shows_its_display_fields_only(
     assert api_client(registered_user()).get("/api/user/payment-method").status_code == 404
 
 
+def test_a_redelivered_setup_completion_does_not_bring_back_a_removed_card(
+    stripe_settings: StripeRecordedServer,
+) -> None:
+    user = registered_user()
+    response = api_client(user).post("/api/user/payment-method")
+    session_id = response.json()["checkout_url"].rsplit("/", 1)[-1]
+    completed = build_event(
+        "checkout.session.completed", stripe_settings.complete_setup(session_id)
+    )
+    deliver(completed)
+    assert api_client(user).get("/api/user/payment-method").status_code == 200
+    assert api_client(user).delete("/api/user/payment-method").status_code == 204
+
+    deliver(completed)
+    deliver(dict(completed, id=f"evt_{uuid4().hex}"))  # the same session, another event
+
+    assert api_client(user).get("/api/user/payment-method").status_code == 404
+
+
+def test_a_card_fetch_that_found_stripe_away_is_done_by_the_sweep(
+    stripe_settings: StripeRecordedServer,
+) -> None:
+    from django.test import override_settings
+
+    user = registered_user()
+    response = api_client(user).post("/api/user/payment-method")
+    session_id = response.json()["checkout_url"].rsplit("/", 1)[-1]
+    session = stripe_settings.complete_setup(session_id)
+    with override_settings(STRIPE_API_BASE="http://127.0.0.1:9"):  # nothing listens there
+        deliver(build_event("checkout.session.completed", session))
+    assert api_client(user).get("/api/user/payment-method").status_code == 404
+
+    autotopup.auto_topups_sweep()
+
+    assert api_client(user).get("/api/user/payment-method").json()["last4"] == "4242"
+
+
 def test_the_stripe_customer_is_created_once_even_by_two_requests_at_once(
     stripe_settings: StripeRecordedServer,
 ) -> None:
