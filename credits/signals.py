@@ -14,3 +14,10 @@ clawback_collected = Signal()
 # `SqlBackend.settle` sends it when the function returns the event's id (the dispatcher's beat
 # sweep picks up anything missed).
 event_recorded = Signal()
+
+# An entry took the balance of an account with auto top-up on from at least its threshold to
+# below it; the account row is stamped (`auto_topup_requested_at`) in the same transaction.
+# kwargs: `user_id`. The payments app claims the stamp once the transaction commits. Sent from
+# Python paths inside the transaction, and by the gateway after `gateway_settle` reported the
+# crossing (already committed); a lost kick is picked up by the payments beat sweep.
+auto_topup_requested = Signal()

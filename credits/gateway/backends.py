@@ -40,7 +40,7 @@ from credits.errors import (
 )
 from credits.gateway.models import UsageRecord
 from credits.models import CreditAccount, Event, Hold
-from credits.signals import event_recorded
+from credits.signals import auto_topup_requested, event_recorded
 
 from .outcomes import Outcome
 
@@ -405,7 +405,7 @@ class SqlBackend(ServicesBackend):
     def settle(
         self, *, request_id: str, commit: bool, usage: Usage, now: datetime
     ) -> SettleOutcome:
-        outcome, charged, available, status, event_id = _call(
+        outcome, charged, available, status, event_id, auto_topup_user = _call(
             "SELECT * FROM gateway_settle(%s, %s, %s, %s, %s, %s, %s, %s)",
             [
                 request_id,
@@ -420,11 +420,7 @@ class SqlBackend(ServicesBackend):
         )
         if outcome == Outcome.DUE:
             return super().settle(request_id=request_id, commit=commit, usage=usage, now=now)
-        if event_id is not None:
-            # The function wrote a `credits.low` event (its charge crossed the threshold): tell
-            # the dispatcher as `event_record` does. In autocommit it has committed already;
-            # inside a caller's transaction the receivers wait for its commit (on_commit).
-            event_recorded.send(sender=Event, event_id=event_id)
+        _announce(event_id, auto_topup_user)
         return SettleOutcome(Outcome(outcome), charged or 0, available or 0, status)
 
     def settle_batch(self, *, items: Sequence[SettleItem], now: datetime) -> list[SettleOutcome]:
@@ -455,11 +451,10 @@ class SqlBackend(ServicesBackend):
             ],
         )
         results: list[SettleOutcome | None] = [None] * len(items)
-        for ord, outcome, charged, available, status, event_id in rows:
+        for ord, outcome, charged, available, status, event_id, auto_topup_user in rows:
             if outcome != Outcome.DUE:
                 results[ord] = SettleOutcome(Outcome(outcome), charged or 0, available or 0, status)
-            if event_id is not None:  # as `settle` does: kick the dispatcher for it
-                event_recorded.send(sender=Event, event_id=event_id)
+            _announce(event_id, auto_topup_user)
         for ord, item in enumerate(items):
             if results[ord] is not None:
                 continue
@@ -473,6 +468,18 @@ class SqlBackend(ServicesBackend):
                 cause = exc.__cause__
                 results[ord] = SettleOutcome(Outcome.ERROR, status=getattr(cause, "sqlstate", None))
         return [result for result in results if result is not None]
+
+
+def _announce(event_id: UUID | None, auto_topup_user: UUID | None) -> None:
+    """What a settle's SQL reports besides its answer, told as the Python ledger tells it: a
+    `credits.low` event it wrote (the dispatcher is kicked, as `event_record` does) and an
+    account it stamped for an auto top-up (payments claims the stamp). In autocommit the
+    function has committed already; inside a caller's transaction the receivers wait for its
+    commit (on_commit)."""
+    if event_id is not None:
+        event_recorded.send(sender=Event, event_id=event_id)
+    if auto_topup_user is not None:
+        auto_topup_requested.send(sender=SqlBackend, user_id=auto_topup_user)
 
 
 _services = ServicesBackend()

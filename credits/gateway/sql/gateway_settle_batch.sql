@@ -1,6 +1,6 @@
 CREATE OR REPLACE FUNCTION gateway_settle_batch(p_items jsonb, p_now timestamptz)
 RETURNS TABLE(ord integer, outcome text, charged integer, available bigint, status text,
-              event_id uuid)
+              event_id uuid, auto_topup_user uuid)
 LANGUAGE plpgsql AS $$
 -- `POST /internal/v1/settle/batch` in one round trip: each item of `p_items` (an array of
 -- {request_id, commit, model, prompt_tokens, completion_tokens, reason, http_status}, already
@@ -37,13 +37,14 @@ BEGIN
         available := NULL;
         status := NULL;
         event_id := NULL;
+        auto_topup_user := NULL;
         IF it.account_id IS NOT NULL AND it.account_id = v_deferred THEN
             outcome := 'due';
             RETURN NEXT;
             CONTINUE;
         END IF;
         BEGIN
-            SELECT s.outcome, s.charged, s.available, s.status, s.event_id INTO r
+            SELECT s.outcome, s.charged, s.available, s.status, s.event_id, s.auto_topup_user INTO r
               FROM gateway_settle(it.item->>'request_id', (it.item->>'commit')::boolean,
                                   it.item->>'model', (it.item->>'prompt_tokens')::integer,
                                   (it.item->>'completion_tokens')::integer,
@@ -53,7 +54,10 @@ BEGIN
             charged := r.charged;
             available := r.available;
             status := r.status;
-            event_id := r.event_id;  -- a credits.low the item wrote: the caller announces it
+            -- What the caller announces after the commit, as for a single settle: a
+            -- credits.low event the item wrote, an account it stamped for an auto top-up.
+            event_id := r.event_id;
+            auto_topup_user := r.auto_topup_user;
         EXCEPTION WHEN OTHERS THEN
             outcome := 'error';
             status := SQLSTATE;
