@@ -144,7 +144,7 @@ def _write_entry(
     created_by: User | None = None,
 ) -> LedgerEntry:
     """Append one entry; the caller has already moved `account.balance` and the lot."""
-    _auto_topup_mark(account, amount, now, kind)
+    _auto_topup_mark(account, amount, now)
     entry = LedgerEntry.objects.create(
         account=account,
         lot=lot,
@@ -164,14 +164,18 @@ def _write_entry(
     return entry
 
 
-def _auto_topup_mark(account: CreditAccount, amount: int, now: datetime, kind: str) -> None:
+def _auto_topup_mark(account: CreditAccount, amount: int, now: datetime) -> None:
     """Auto top-up (issue 19), kept apart from the rest of the entry: an entry taking the
     balance from at least the threshold to below it stamps the account (saved with it by
     `_save_account`) and kicks the payments app after commit. The earliest stamp stays until
-    it is claimed. gateway_settle.sql does the same in its account UPDATE. A claw-back never
-    stamps: a refunded or disputed payment must not charge the card again by itself."""
+    it is claimed. gateway_settle.sql does the same in its account UPDATE.
+
+    Every kind of entry stamps, a claw-back included, as the contract says ("when a ledger
+    entry takes the balance below threshold"): a refund that takes the balance below the
+    threshold starts a top-up (a dispute does not: it freezes the account, and a frozen
+    account is never topped up). The closing note of issue 19 questions this rule."""
     threshold = account.auto_topup_threshold
-    if threshold is None or kind == EntryKind.CLAWBACK:
+    if threshold is None:
         return
     if not account.balance < threshold <= account.balance - amount:
         return

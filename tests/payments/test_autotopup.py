@@ -487,9 +487,10 @@ def test_a_disputed_auto_top_up_is_clawed_back_and_freezes_the_account(
     assert purchase.status == PurchaseStatus.DISPUTED
     assert CreditAccount.objects.get(pk=user.pk).frozen_at is not None
     assert balance(user) == 40
-    # The claw-back took the balance below the threshold again: no top-up (a claw-back never
-    # stamps, and the account is frozen).
+    # The claw-back took the balance below the threshold again and stamped the account, but
+    # a frozen account is never topped up: the claim drops the stamp.
     assert len(top_ups(user)) == 1
+    assert CreditAccount.objects.get(pk=user.pk).auto_topup_requested_at is None
 
 
 def test_an_auto_top_up_as_the_first_payment_rewards_the_inviter_and_its_refund_takes_it_back(
@@ -518,8 +519,10 @@ def test_an_auto_top_up_as_the_first_payment_rewards_the_inviter_and_its_refund_
     assert referral_of(bob).payment_status == PaymentReward.REVERSED
     assert balance(ann) == 150
     assert balance(bob) == 40
-    # The claw-back took Bob's balance below the threshold: a refund never charges again.
-    assert top_ups(bob) == [purchase]
+    # The claw-back took Bob's balance below the threshold: an entry crossing it, so the
+    # next top-up starts (CONTRACT, "Auto top-up": any ledger entry; see issue 19's note).
+    [_, again] = top_ups(bob)
+    assert again.pk != purchase.pk and again.status == PurchaseStatus.PENDING
 
 
 # --- the monthly limit -------------------------------------------------------------------------
