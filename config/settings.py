@@ -102,6 +102,7 @@ INSTALLED_APPS = [
     "credits.gateway",
     "credits.payments",
     "credits.usage",
+    "credits.console",
     "referrals",
 ]
 
