@@ -224,7 +224,8 @@ def key_update_action(request: HttpRequest, key_id: str) -> HttpResponse:
 def key_rotate_action(request: HttpRequest, key_id: str) -> HttpResponse:
     data, errors = validated(
         account_serializers.ApiKeyRotateInputSerializer,
-        {"grace_seconds": request.POST.get("grace_seconds", "")},
+        # Absent: the API's default grace period.
+        {k: v for k, v in request.POST.items() if k == "grace_seconds" and v != ""},
     )
     if data is None:
         return _keys_page(request, errors={key_id: errors}, status=400)
