@@ -7,8 +7,14 @@ import pytest
 from django.core.cache import cache
 
 from accounts import service_tokens
+from credits import clock
 from credits.gateway.ratelimit import tiers_cache_clear
 from tests.factories import ensure_documented_tiers, ensure_seeded_packages
+
+
+# `clock_at` (tests/usage/conftest.py) replaces `clock.now`; every test here starts and ends
+# with the real one.
+_REAL_NOW = clock.now
 
 
 @pytest.fixture(autouse=True)
@@ -23,6 +29,7 @@ def _fresh_state(request: pytest.FixtureRequest) -> Iterator[None]:
     service_tokens.clear_cache()
     cache.clear()
     yield
+    clock.now = _REAL_NOW
     tiers_cache_clear()
     service_tokens.clear_cache()
     cache.clear()

@@ -2,18 +2,29 @@
 user seeing only their own things, the forms' validation, and the secret shown once."""
 
 import re
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from django.test import Client
 
-from accounts.models import ApiKey, User
-from accounts.services import api_key_create
+from accounts.models import ApiKey, OutboundEmail, User
+from accounts.services import (
+    api_key_create,
+    email_change_request,
+    password_reset_message,
+    password_reset_request,
+    user_register,
+)
+from credits import services
 from credits.console.panels import console_panel
 from credits.gateway.models import UsageRecord
-from credits.models import CreditAccount
+from credits.models import CreditAccount, LotSource
 from credits.payments.models import Package, Purchase
+from referrals.selectors import referral_share_url
 from tests.factories import registered_user
+from tests.usage.conftest import clock_at, utc
 
 pytestmark = pytest.mark.django_db
 
@@ -229,3 +240,70 @@ def test_the_invite_panel_is_registered_by_referrals_and_shows_the_share_link(
     page = _client(ann).get("/my-credits/invite").content.decode()
     assert f'value="https://dash.example.com/register?invite={ann.invite_code}"' in page
     assert 'href="/my-credits/invite" aria-current="page"' in page
+
+
+def test_every_link_the_service_sends_opens_a_page_of_this_service_by_default(
+    ann: User, settings: Any
+) -> None:
+    """With the default DASHBOARD_URL no link in a mail, nor the invite share link, is a 404
+    (the Checkout return pages are opened by the browser test, through the Stripe server)."""
+    settings.DASHBOARD_URL = "http://localhost:8000"
+    user_register(email="bob@example.com", password="a long and unusual passphrase")
+    email_change_request(user=ann, email="ann.new@example.com", password=PASSWORD)
+    password_reset_request(email=ann.email)
+    bodies = [row.body_text for row in OutboundEmail.objects.exclude(prepare__gt="")]
+    reset = password_reset_message(ann.email)  # made at send time
+    assert reset is not None
+    links = [url for body in [*bodies, reset[1]] for url in re.findall(r"https?://\S+", body)]
+    links.append(referral_share_url(invite_code=ann.invite_code))
+    assert {urlsplit(link).path for link in links} == {
+        "/verify-email",
+        "/reset-password",
+        "/register",
+    }
+    for link in links:
+        assert link.startswith("http://localhost:8000/")
+        response = Client().get(link.removeprefix("http://localhost:8000"))
+        assert response.status_code in (200, 400), link  # a page, even for a spent token
+        assert response["Content-Type"].startswith("text/html")
+
+
+def _standard_lot(user: User, expires_at: datetime, key: str) -> None:
+    services.credits_grant(
+        user_id=user.pk,
+        amount=5000,
+        source=LotSource.PURCHASE,
+        package="standard",
+        expires_at=expires_at,
+        idempotency_key=f"test:{key}",
+    )
+
+
+def test_the_overview_warns_of_credits_expiring_within_7_days_only(ann: User) -> None:
+    clock_at(utc("2026-11-25T10:10:00"))
+    _standard_lot(ann, utc("2026-12-05T07:00:00"), "later")
+    page = _client(ann).get("/my-credits").content.decode()
+    assert 'id="expiring-warning"' not in page
+    _standard_lot(ann, utc("2026-11-28T07:00:00"), "soon")
+    page = _client(ann).get("/my-credits").content.decode()
+    warning = re.search(r'id="expiring-warning">(.*?)</div>', page, re.S)
+    assert warning is not None
+    text = " ".join(re.sub(r"<[^>]+>", "", warning.group(1)).split())
+    assert text.startswith("5,000 credits expire within 7 days: 5,000 on 2026-11-28 07:00:00 UTC.")
+    assert (
+        '<div class="value" id="credits-remaining" data-live="credits_remaining">10,100</div>'
+        in page
+    )
+
+
+def test_the_overview_draws_the_chosen_days_and_explains_a_bad_range(ann: User) -> None:
+    clock_at(utc("2026-11-25T10:10:00"))
+    client = _client(ann)
+    page = client.get("/my-credits?from=2026-11-01&to=2026-11-03").content.decode()
+    days = re.findall(r'<g class="bar" data-key="([^"]+)"', page)
+    assert days[:3] == ["2026-11-01", "2026-11-02", "2026-11-03"]
+    hours = days[3:]
+    assert (len(hours), hours[-1]) == (72, "2026-11-03T23:00:00Z")  # the range's last hours
+    bad = client.get("/my-credits?from=2026-11-05&to=2026-11-01")
+    assert bad.status_code == 200
+    assert "The first day must not be after the last." in bad.content.decode()
