@@ -11,7 +11,6 @@ from credits import clock
 from credits.gateway.ratelimit import tiers_cache_clear
 from tests.factories import ensure_documented_tiers, ensure_seeded_packages
 
-
 # `clock_at` (tests/usage/conftest.py) replaces `clock.now`; every test here starts and ends
 # with the real one.
 _REAL_NOW = clock.now
