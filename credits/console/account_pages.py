@@ -6,6 +6,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth import authenticate, logout
+from django.contrib.auth.password_validation import password_validators_help_texts
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -98,6 +99,8 @@ def register_page(request: HttpRequest) -> HttpResponse:
         "email": request.POST.get("email", ""),
         "invite_code": request.POST.get("invite_code", request.GET.get("invite", "")),
         "errors": {},
+        # The validators' own words, so the hint never drifts from what is enforced.
+        "password_rules": password_validators_help_texts(),
     }
     if request.method == "POST":
         limit = SignupThrottle()
@@ -276,9 +279,8 @@ def verification_resend_action(request: HttpRequest) -> HttpResponse:
     else:
         email_verification_resend(user=console_user(request))
         messages.success(request, "A new verification link is on its way.")
-    return redirect(
-        (request.POST.get("back") == "account" and "/my-credits/account") or "/my-credits"
-    )
+    back = "/my-credits/account" if request.POST.get("back") == "account" else "/my-credits"
+    return redirect(back)
 
 
 @login_required

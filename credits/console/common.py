@@ -93,8 +93,13 @@ def page(
 
 
 def form_request(request: HttpRequest) -> Request:
-    """The form post as DRF sees a request, for the API's throttles (they read `data`)."""
-    return Request(request, parsers=[FormParser()])
+    """The form post as DRF sees a request, for the API's throttles (they read `data`, and the
+    per-user ones `user`)."""
+    drf_request = Request(request, parsers=[FormParser()])
+    # The session's user, set rather than authenticated: without authenticators DRF would make
+    # the request anonymous (and write that back onto the Django request).
+    drf_request.user = request.user
+    return drf_request
 
 
 def throttled(request: HttpRequest, throttle_classes: list[type[Any]]) -> int | None:

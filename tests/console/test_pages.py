@@ -307,3 +307,51 @@ def test_the_overview_draws_the_chosen_days_and_explains_a_bad_range(ann: User) 
     bad = client.get("/my-credits?from=2026-11-05&to=2026-11-01")
     assert bad.status_code == 200
     assert "The first day must not be after the last." in bad.content.decode()
+
+
+def _logged_in(user: User, password: str = PASSWORD) -> Client:
+    client = Client()
+    assert client.post("/login", {"email": user.email, "password": password}).status_code == 302
+    return client
+
+
+def test_changing_the_password_keeps_this_login_and_ends_the_others(ann: User) -> None:
+    here, elsewhere = _logged_in(ann), _logged_in(ann)
+    new = "a brand new and long passphrase"
+    wrong = here.post(
+        "/my-credits/account/password", {"current_password": "nope", "new_password": new}
+    )
+    assert wrong.status_code == 400
+    done = here.post(
+        "/my-credits/account/password", {"current_password": PASSWORD, "new_password": new}
+    )
+    assert done["Location"] == "/my-credits/account"
+    assert here.get("/my-credits").status_code == 200
+    assert elsewhere.get("/my-credits").status_code == 302
+    assert _logged_in(ann, new).get("/my-credits").status_code == 200
+
+
+def test_changing_the_address_mails_the_new_one_and_keeps_the_old_until_verified(
+    ann: User,
+) -> None:
+    client = _client(ann)
+    taken = registered_user(email="bob@example.com")
+    refused = client.post("/my-credits/account/email", {"email": taken.email, "password": PASSWORD})
+    assert refused.status_code == 400
+    sent = client.post(
+        "/my-credits/account/email", {"email": "ann.new@example.com", "password": PASSWORD}
+    )
+    assert sent["Location"] == "/my-credits/account"
+    assert OutboundEmail.objects.filter(to="ann.new@example.com").exists()
+    assert User.objects.get(pk=ann.pk).email == "ann@example.com"
+
+
+def test_a_new_verification_link_is_mailed_and_counted_in_the_apis_throttle() -> None:
+    bob = user_register(email="bob@example.com", password="a long and unusual passphrase")
+    client = _client(bob)
+    for _ in range(5):  # VerifyResendThrottle: 5 an hour (README)
+        assert client.post("/my-credits/account/verify").status_code == 302
+    assert OutboundEmail.objects.filter(to=bob.email).count() == 1 + 5
+    page = client.post("/my-credits/account/verify", follow=True).content.decode()
+    assert "Too many attempts; try again in" in page
+    assert OutboundEmail.objects.filter(to=bob.email).count() == 1 + 5
