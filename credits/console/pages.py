@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
@@ -288,15 +288,18 @@ def buy_action(request: HttpRequest) -> HttpResponse:
     return redirect(purchase.checkout_url)
 
 
+def _not_found(request: HttpRequest, message: str, *, active: str) -> HttpResponse:
+    """A 404 inside the console's layout (the site's own 404 handler answers JSON, for the API)."""
+    return page(request, "console/not_found.html", {"message": message}, active=active, status=404)
+
+
 def _purchase_of(request: HttpRequest, purchase_id: str) -> Any:
+    """The user's own purchase with this id; another user's and an unknown id look alike."""
     try:
         parsed = uuid.UUID(purchase_id)
     except ValueError:
-        raise Http404("No purchase of yours has this id.") from None
-    purchase = payments.purchases_of(user=console_user(request)).filter(pk=parsed).first()
-    if purchase is None:
-        raise Http404("No purchase of yours has this id.")
-    return purchase
+        return None
+    return payments.purchases_of(user=console_user(request)).filter(pk=parsed).first()
 
 
 @login_required
@@ -306,6 +309,8 @@ def purchase_page(request: HttpRequest, purchase_id: str) -> HttpResponse:
     """Stripe's return page (`?checkout=success|cancelled`): it waits for the webhook (the
     payment is granted by the event, never by this redirect) and then shows the new lot."""
     purchase = _purchase_of(request, purchase_id)
+    if purchase is None:
+        return _not_found(request, "No purchase of yours has this id.", active="buy")
     if request.GET.get("format") == "json":  # what the waiting page polls
         return JsonResponse({"status": purchase.status})
     context = {
@@ -385,7 +390,7 @@ def activity_page(request: HttpRequest) -> HttpResponse:
 def panel_page(request: HttpRequest, slug: str) -> HttpResponse:
     panel = console_panel(slug)
     if panel is None:
-        raise Http404("No such page.")
+        return _not_found(request, "There is no such page in your console.", active="")
     context = {
         "panel": panel,
         "panel_template": panel.template,

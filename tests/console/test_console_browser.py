@@ -380,6 +380,23 @@ def test_a_customer_signs_up_with_an_invite_then_uses_every_panel(
     assert errors == []
     context.close()
 
+    # 12. Without JavaScript: the same forms work and the pages read the same (no copy button).
+    plain = browser.new_context(viewport=DESKTOP, java_script_enabled=False)
+    page = plain.new_page()
+    page.goto(f"{base}/my-credits/keys")
+    page.fill("input[name=email]", EMAIL)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    assert page.url == f"{base}/my-credits/keys"
+    page.fill("#key-name", "no-script")
+    page.click("#create-key button[type=submit]")
+    assert page.input_value("#new-secret").startswith("sk-kimi-")
+    assert not page.is_visible("#copy-secret")
+    page.goto(f"{base}/my-credits")
+    assert page.inner_text("#credits-remaining") == "5,099"
+    assert len(page.query_selector_all("#chart-days g.bar")) == 30
+    plain.close()
+
     def stored() -> tuple[Any, ...]:
         dana = User.objects.get(email=EMAIL)
         purchase = Purchase.objects.get(pk=purchase_id)

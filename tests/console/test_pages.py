@@ -355,3 +355,9 @@ def test_a_new_verification_link_is_mailed_and_counted_in_the_apis_throttle() ->
     page = client.post("/my-credits/account/verify", follow=True).content.decode()
     assert "Too many attempts; try again in" in page
     assert OutboundEmail.objects.filter(to=bob.email).count() == 1 + 5
+
+
+def test_an_unknown_console_page_is_a_404_inside_the_console(ann: User) -> None:
+    response = _client(ann).get("/my-credits/no-such-panel")
+    assert response.status_code == 404
+    assert 'id="not-found"' in response.content.decode()
