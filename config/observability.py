@@ -16,6 +16,9 @@ Counters (prometheus_client):
   that replays its first answer is counted again under that answer);
 - `billing_webhook_events_total{type,result}`: rejected (bad signature or body), received,
   duplicate, then the processing status (processed, ignored, failed);
+- `billing_notification_deliveries_total{channel,outcome}`: webhook attempts (delivered, retry,
+  failed) and messages handed to the mail outbox (email, queued);
+- `billing_events_dispatched_total`: outbox events fanned out to their channels;
 - `billing_task_failures_total{task}` and `billing_task_retries_total{task}` (Celery signals).
 
 Several worker processes: with `PROMETHEUS_MULTIPROC_DIR` set (an empty directory, emptied at
@@ -119,6 +122,12 @@ SETTLES = Counter("billing_settles", "Settle calls by outcome.", ["outcome"])
 WEBHOOK_EVENTS = Counter(
     "billing_webhook_events", "Stripe webhook events by type and result.", ["type", "result"]
 )
+NOTIFICATION_DELIVERIES = Counter(
+    "billing_notification_deliveries",
+    "Notification deliveries by channel and outcome.",
+    ["channel", "outcome"],
+)
+EVENTS_DISPATCHED = Counter("billing_events_dispatched", "Outbox events fanned out.")
 TASK_FAILURES = Counter("billing_task_failures", "Celery tasks that failed for good.", ["task"])
 TASK_RETRIES = Counter("billing_task_retries", "Celery task retries.", ["task"])
 
@@ -154,6 +163,14 @@ def count_webhook_event(*, event_type: str, result: str) -> None:
     # Stripe's event types are a bounded set; anything else would grow the series without end.
     safe_type = event_type if re.match(r"^[a-z_.]{1,64}$", event_type) else "other"
     WEBHOOK_EVENTS.labels(safe_type, result).inc()
+
+
+def count_notification_delivery(channel: str, outcome: str) -> None:
+    NOTIFICATION_DELIVERIES.labels(channel, outcome).inc()
+
+
+def count_event_dispatched() -> None:
+    EVENTS_DISPATCHED.inc()
 
 
 def _task_name(sender: Any) -> str:

@@ -102,6 +102,7 @@ INSTALLED_APPS = [
     "credits.gateway",
     "credits.payments",
     "credits.usage",
+    "credits.notifications",
     "credits.console",
     "referrals",
 ]
@@ -245,6 +246,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
     # Mail whose after-commit kick was lost (broker down) or whose send failed and is due again.
     "outbound-email-sweep": {"task": "accounts.tasks.outbound_email_sweep", "schedule": 60.0},
+    # Events whose after-commit dispatch was lost (broker down, SQL-written) and webhook
+    # retries that are due (credits/notifications).
+    "notifications-sweep": {"task": "credits.notifications.sweep", "schedule": 10.0},
     "stripe-requeue-failed": {
         "task": "credits.payments.stripe_events_requeue_failed",
         "schedule": 3600.0,
@@ -366,6 +370,13 @@ STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
 STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "")
 # Stripe's events can outgrow the site-wide 256 KB body bound (credits/payments/views.py).
 STRIPE_WEBHOOK_MAX_BYTES = env_int("STRIPE_WEBHOOK_MAX_BYTES", 2 * 1024 * 1024)
+# Webhooks (credits/notifications). The signing secrets are encrypted under a key derived from
+# WEBHOOK_SECRETS_KEY, or SECRET_KEY when unset (changing it makes existing secrets unreadable).
+WEBHOOK_SECRETS_KEY = os.environ.get("WEBHOOK_SECRETS_KEY", "")
+# Development and tests only: also http:// and private, loopback, link-local... addresses.
+WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
+# The total time a receiver has to answer one delivery (connect, send, answer).
+WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("WEBHOOK_TIMEOUT_SECONDS") or 10)
 # The ledger's append-only trigger refuses TRUNCATE unless the session sets this PostgreSQL
 # variable; only the test settings do, so Django's test flush can reset the database.
 LEDGER_TRUNCATE_GUC = "billing.allow_ledger_truncate"

@@ -23,6 +23,7 @@ api_patterns: list[URLPattern | URLResolver] = [
     path("", include("credits.payments.urls")),
     path("", include("referrals.urls")),
     path("", include("credits.usage.urls")),
+    path("", include("credits.notifications.urls")),
     # `application/json` whatever the Accept header (spectacular's first choice is the
     # vendor type `application/vnd.oai.openapi+json`, which some clients do not parse).
     path(
