@@ -253,6 +253,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "credits.payments.stripe_events_requeue_failed",
         "schedule": 3600.0,
     },
+    # Auto top-up: accounts stamped by the ledger whose kick was lost, and charges whose task
+    # was lost or met Stripe away (credits/payments/autotopup.py).
+    "auto-topups-sweep": {"task": "credits.payments.auto_topups_sweep", "schedule": 10.0},
 }
 
 # --- Auth and API ---------------------------------------------------------------------------

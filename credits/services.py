@@ -51,7 +51,7 @@ from .models import (
     Lot,
     LotSource,
 )
-from .signals import clawback_collected
+from .signals import auto_topup_requested, clawback_collected
 
 ACCOUNT_LIMIT_MESSAGE = "This account has reached its monthly credit limit."
 KEY_BUDGET_MESSAGE = "This API key has reached its budget for the period."
@@ -144,6 +144,7 @@ def _write_entry(
     created_by: User | None = None,
 ) -> LedgerEntry:
     """Append one entry; the caller has already moved `account.balance` and the lot."""
+    _auto_topup_mark(account, amount, now, kind)
     return LedgerEntry.objects.create(
         account=account,
         lot=lot,
@@ -158,6 +159,22 @@ def _write_entry(
     )
 
 
+def _auto_topup_mark(account: CreditAccount, amount: int, now: datetime, kind: str) -> None:
+    """Auto top-up (issue 19), kept apart from the rest of the entry: an entry taking the
+    balance from at least the threshold to below it stamps the account (saved with it by
+    `_save_account`) and kicks the payments app after commit. The earliest stamp stays until
+    it is claimed. gateway_settle.sql does the same in its account UPDATE. A claw-back never
+    stamps: a refunded or disputed payment must not charge the card again by itself."""
+    threshold = account.auto_topup_threshold
+    if threshold is None or kind == EntryKind.CLAWBACK:
+        return
+    if not account.balance < threshold <= account.balance - amount:
+        return
+    if account.auto_topup_requested_at is None:
+        account.auto_topup_requested_at = now
+    auto_topup_requested.send(sender=CreditAccount, user_id=account.pk)
+
+
 def _save_account(account: CreditAccount) -> None:
     account.save(
         update_fields=[
@@ -167,6 +184,7 @@ def _save_account(account: CreditAccount) -> None:
             "next_event_at",
             "month_spent",
             "month_start",
+            "auto_topup_requested_at",
         ]
     )
 
@@ -790,6 +808,20 @@ def account_limit_set(*, user_id: UUID, monthly_credit_limit: int | None) -> Cre
         account.monthly_credit_limit = monthly_credit_limit
         account.save(update_fields=["monthly_credit_limit"])
         return account
+
+
+def auto_topup_threshold_set(*, user_id: UUID, threshold: int | None) -> None:
+    """Set (or with None, turn off) the balance below which an entry stamps the account for an
+    auto top-up (the payments app's configuration keeps it in step). Like `credits.low`, the
+    stamp is for the crossing: a balance already below a new threshold stamps nothing. Turning
+    it off drops a stamp not yet claimed. Call inside the caller's transaction."""
+    account_open(user_id=user_id)
+    with transaction.atomic():
+        account = locks.account_lock(user_id)
+        account.auto_topup_threshold = threshold
+        if threshold is None:
+            account.auto_topup_requested_at = None
+        account.save(update_fields=["auto_topup_threshold", "auto_topup_requested_at"])
 
 
 def low_balance_threshold_set(*, user_id: UUID, threshold: int | None) -> CreditAccount:

@@ -13,3 +13,10 @@ clawback_collected = Signal()
 # transaction commits; events written by the hot path's SQL functions send no signal (the
 # gateway kicks, and the dispatcher's beat sweep picks up anything missed).
 event_recorded = Signal()
+
+# An entry took the balance of an account with auto top-up on from at least its threshold to
+# below it; the account row is stamped (`auto_topup_requested_at`) in the same transaction.
+# kwargs: `user_id`. The payments app claims the stamp once the transaction commits. Sent from
+# Python paths inside the transaction, and by the gateway after `gateway_settle` reported the
+# crossing (already committed); a lost kick is picked up by the payments beat sweep.
+auto_topup_requested = Signal()

@@ -69,7 +69,7 @@ import secrets
 import string
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from http import HTTPStatus
@@ -333,6 +333,9 @@ def signed_webhook(event: JSONDict, secret: str, timestamp: int | None = None) -
 _KEY_RE: Final = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _SUBKEY_RE: Final = re.compile(r"\[([^\[\]]*)\]")
 _SESSION_PATH_RE: Final = re.compile(r"^/v1/checkout/sessions/([^/]+)$")
+_OBJECT_PATH_RE: Final = re.compile(
+    r"^/v1/(setup_intents|payment_methods|payment_intents|customers)/([^/]+)$"
+)
 
 
 def parse_form(encoded: str) -> JSONDict:
@@ -430,6 +433,18 @@ class StripeRecordedServer:
       ``payment_intent``), all of what is left or ``amount``, raising the charge's
       ``amount_refunded`` as Stripe does; more than is left is Stripe's 400
       ``charge_already_refunded``/``amount_too_large``. ``expand[]=charge`` embeds the charge.
+    * Auto top-up (issue 19): ``POST /v1/customers``; ``POST /v1/checkout/sessions`` in
+      ``setup`` mode makes the session's SetupIntent, which ``complete_setup`` (a test's
+      stand-in for the customer entering a card) succeeds with a new PaymentMethod;
+      ``GET /v1/setup_intents/{id}`` (``expand[]=payment_method``) and
+      ``GET /v1/payment_methods/{id}``; ``POST /v1/payment_intents`` charges a saved card as
+      Stripe's test cards do, by the card's ``outcome``: ``succeeds`` (``succeeded``, with a
+      Charge in ``charges``), ``card_declined`` and ``authentication_required`` (Stripe's 402
+      ``card_error`` naming the PaymentIntent, left ``requires_payment_method``),
+      ``requires_action`` (200, ``requires_action``). ``drop_payment_intents`` makes the next N
+      creations happen and their answers never arrive (a timeout, as the client sees it);
+      ``on_payment_intent_created`` runs before the answer is sent (a webhook that arrives
+      before the create call returned).
     * Anything else gets Stripe's 404 ``invalid_request_error``.
 
     Like Stripe, a POST repeating an ``Idempotency-Key`` replays the first response (with
@@ -442,6 +457,14 @@ class StripeRecordedServer:
         self.sessions: dict[str, JSONDict] = {}
         self.charges: dict[str, JSONDict] = {}
         self.refunds: dict[str, JSONDict] = {}
+        self.customers: dict[str, JSONDict] = {}
+        self.setup_intents: dict[str, JSONDict] = {}
+        self.payment_methods: dict[str, JSONDict] = {}
+        self.payment_intents: dict[str, JSONDict] = {}
+        # payment method id -> what charging it does (see the class docstring)
+        self.card_outcomes: dict[str, str] = {}
+        self.drop_payment_intents = 0
+        self.on_payment_intent_created: Callable[[JSONDict], None] | None = None
         # Idempotency-Key -> (request fingerprint, first response)
         self._idempotent: dict[str, tuple[tuple[str, str, JSONDict], _Response]] = {}
         # Handler threads run concurrently; one lock keeps records and replays consistent.
@@ -501,7 +524,12 @@ class StripeRecordedServer:
             self.requests.append(request)
             key = request.idempotency_key
             # Stripe applies idempotency to POSTs only; GETs are idempotent already.
-            idempotent_paths = ("/v1/checkout/sessions", "/v1/refunds")
+            idempotent_paths = (
+                "/v1/checkout/sessions",
+                "/v1/refunds",
+                "/v1/customers",
+                "/v1/payment_intents",
+            )
             if request.method != "POST" or key is None or request.path not in idempotent_paths:
                 return self._route(request), {}
 
@@ -527,8 +555,9 @@ class StripeRecordedServer:
 
             response = self._route(request)
             # Stripe saves a result only once the endpoint ran: a request rejected by
-            # validation can be retried, corrected, under the same key.
-            if response.status == HTTPStatus.OK:
+            # validation can be retried, corrected, under the same key. A declined card did
+            # run (402): its answer is replayed.
+            if response.status in (HTTPStatus.OK, HTTPStatus.PAYMENT_REQUIRED):
                 self._idempotent[key] = (fingerprint, response)
             return response, {"Idempotency-Key": key}
 
@@ -543,6 +572,17 @@ class StripeRecordedServer:
             match = _SESSION_PATH_RE.match(request.path)
             if match and request.method == "GET":
                 return _Response(HTTPStatus.OK, self._get_session(match.group(1)), _request_id())
+            if request.path == "/v1/customers" and request.method == "POST":
+                return _Response(HTTPStatus.OK, self._create_customer(request.form), _request_id())
+            if request.path == "/v1/payment_intents" and request.method == "POST":
+                return self._create_payment_intent(request.form)
+            match = _OBJECT_PATH_RE.match(request.path)
+            if match and request.method == "GET":
+                return _Response(
+                    HTTPStatus.OK,
+                    self._get_object(match.group(1), match.group(2), request.query),
+                    _request_id(),
+                )
             raise _StripeError(
                 HTTPStatus.NOT_FOUND,
                 f"Unrecognized request URL ({request.method}: {request.path}). Please see "
@@ -619,6 +659,165 @@ class StripeRecordedServer:
             body["charge"] = copy.deepcopy(stored)
         return cast(JSONDict, body)
 
+    # -- auto top-up: customers, setup, payment methods, payment intents ---------------------
+
+    def _create_customer(self, form: JSONDict) -> JSONDict:
+        created = fixture("customer")
+        created.update(
+            id=new_id("cus", 14),
+            created=_now(),
+            email=form.get("email"),
+            metadata=form.get("metadata", {}),
+            name=form.get("name"),
+            test_clock=None,
+        )
+        self.customers[created["id"]] = created
+        return copy.deepcopy(created)
+
+    def _get_object(self, kind: str, object_id: str, query: JSONDict) -> JSONDict:
+        store = {
+            "setup_intents": self.setup_intents,
+            "payment_methods": self.payment_methods,
+            "payment_intents": self.payment_intents,
+            "customers": self.customers,
+        }[kind]
+        if object_id not in store:
+            raise _StripeError(
+                HTTPStatus.NOT_FOUND,
+                f"No such {kind[:-1]}: '{object_id}'",
+                code="resource_missing",
+                param="id",
+            )
+        obj = copy.deepcopy(store[object_id])
+        if "payment_method" in (query.get("expand") or []) and obj.get("payment_method"):
+            obj["payment_method"] = copy.deepcopy(self.payment_methods[obj["payment_method"]])
+        return cast(JSONDict, obj)
+
+    def complete_setup(
+        self,
+        session_id: str,
+        *,
+        brand: str = "visa",
+        last4: str = "4242",
+        exp_month: int = 12,
+        exp_year: int = 2030,
+        outcome: str = "succeeds",
+    ) -> JSONDict:
+        """The customer saved a card on the setup session: its SetupIntent succeeds with a new
+        PaymentMethod (charged later as `outcome` says). Returns the completed session, as the
+        `checkout.session.completed` event carries it."""
+        with self._lock:
+            session = self.sessions[session_id]
+            method = fixture("payment_method")
+            method.update(id=new_id("pm"), created=_now(), customer=session.get("customer"))
+            method["card"].update(
+                brand=brand,
+                display_brand=brand,
+                last4=last4,
+                exp_month=exp_month,
+                exp_year=exp_year,
+            )
+            self.payment_methods[method["id"]] = method
+            self.card_outcomes[method["id"]] = outcome
+            intent = self.setup_intents[session["setup_intent"]]
+            intent.update(status="succeeded", payment_method=method["id"])
+            session.update(status="complete")
+            return copy.deepcopy(session)
+
+    def _setup_intent(self, customer: Any, metadata: Any) -> JSONDict:
+        intent = fixture("setup_intent")
+        intent.update(
+            id=new_id("seti"),
+            created=_now(),
+            customer=customer,
+            metadata=metadata or {},
+            status="requires_payment_method",
+            payment_method=None,
+            usage="off_session",
+            latest_attempt=None,
+            last_setup_error=None,
+            next_action=None,
+            mandate=None,
+            single_use_mandate=None,
+        )
+        intent["client_secret"] = f"{intent['id']}_secret_{_token(_ID_LENGTH)}"
+        self.setup_intents[intent["id"]] = intent
+        return intent
+
+    def _create_payment_intent(self, form: JSONDict) -> _Response:
+        for required in ("amount", "currency"):
+            if required not in form:
+                raise _StripeError(
+                    HTTPStatus.BAD_REQUEST,
+                    f"Missing required param: {required}.",
+                    code="parameter_missing",
+                    param=required,
+                )
+        method_id = form.get("payment_method")
+        if method_id not in self.payment_methods:
+            raise _StripeError(
+                HTTPStatus.BAD_REQUEST,
+                f"No such PaymentMethod: '{method_id}'",
+                code="resource_missing",
+                param="payment_method",
+            )
+        amount = _int_param(form["amount"], "amount")
+        outcome = self.card_outcomes.get(str(method_id), "succeeds")
+        intent = payment_intent(
+            amount=amount,
+            amount_capturable=0,
+            amount_received=0,
+            currency=str(form["currency"]).lower(),
+            customer=form.get("customer"),
+            payment_method=method_id,
+            metadata=form.get("metadata", {}),
+            description=form.get("description"),
+            confirmation_method="automatic",
+            capture_method="automatic",
+            latest_charge=None,
+            setup_future_usage=None,
+        )
+        error: _StripeError | None = None
+        if outcome == "succeeds":
+            charged = charge(
+                amount=amount,
+                amount_refunded=0,
+                currency=intent["currency"],
+                payment_intent=intent["id"],
+                metadata=intent["metadata"],
+                customer=intent["customer"],
+                payment_method=method_id,
+            )
+            self.charges[charged["id"]] = charged
+            intent.update(status="succeeded", amount_received=amount, latest_charge=charged["id"])
+        elif outcome == "requires_action":
+            intent.update(
+                status="requires_action",
+                next_action={"type": "use_stripe_sdk", "use_stripe_sdk": {}},
+            )
+        else:
+            message = {
+                "card_declined": "Your card was declined.",
+                "authentication_required": "Your card requires authentication.",
+            }.get(outcome, "Your card was declined.")
+            last_error = {
+                "type": "card_error",
+                "code": outcome,
+                "decline_code": "generic_decline" if outcome == "card_declined" else outcome,
+                "message": message,
+                "payment_method": copy.deepcopy(self.payment_methods[str(method_id)]),
+            }
+            intent.update(status="requires_payment_method", last_payment_error=last_error)
+            error = _StripeError(
+                HTTPStatus.PAYMENT_REQUIRED, message, type_="card_error", code=outcome
+            )
+            error.body["error"]["decline_code"] = last_error["decline_code"]
+            error.body["error"]["payment_intent"] = copy.deepcopy(intent)
+        self.payment_intents[intent["id"]] = intent
+        if error is not None:
+            return self._error(error)
+        return _Response(HTTPStatus.OK, copy.deepcopy(intent), _request_id())
+
     def _create_checkout_session(self, form: JSONDict) -> JSONDict:
         # Validate what production relies on, with Stripe's error shapes, so a malformed
         # request fails in tests the way it would against Stripe instead of "succeeding".
@@ -660,6 +859,21 @@ class StripeRecordedServer:
         }
         if "expires_at" in form:
             fields["expires_at"] = _int_param(form["expires_at"], "expires_at")
+        if mode == "setup":
+            if not form.get("customer"):
+                raise _StripeError(
+                    HTTPStatus.BAD_REQUEST,
+                    "Missing required param: customer.",
+                    code="parameter_missing",
+                    param="customer",
+                )
+            fields.update(
+                amount_total=None,
+                amount_subtotal=None,
+                currency=None,
+                payment_status="no_payment_required",
+                setup_intent=self._setup_intent(form.get("customer"), form.get("metadata"))["id"],
+            )
         return checkout_session(**fields)
 
 
@@ -803,6 +1017,18 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
         )
         response, extra_headers = app._handle(request)
+        if request.method == "POST" and request.path == "/v1/payment_intents":
+            if response.status in (HTTPStatus.OK, HTTPStatus.PAYMENT_REQUIRED):
+                created = response.body.get("error", {}).get("payment_intent") or response.body
+                if app.on_payment_intent_created is not None:
+                    app.on_payment_intent_created(created)
+            with app._lock:
+                drop = app.drop_payment_intents > 0
+                app.drop_payment_intents -= int(drop)
+            if drop:
+                # Done, and the answer never arrives: the client sees a broken connection.
+                self.close_connection = True
+                return
         self._send(response, extra_headers, request.stripe_version)
 
     def _send(

@@ -434,7 +434,74 @@ def test_unknown_path_is_stripe_shaped_404(stripe_server: StripeRecordedServer) 
     assert stripe_server.requests[-1].path == "/v1/nope"
 
     with pytest.raises(stripe.InvalidRequestError, match="Unrecognized request URL"):
-        make_client(stripe_server).v1.customers.create(params={"email": "a@example.com"})
+        # (Customers were the example here until auto top-up taught the server them.)
+        make_client(stripe_server).v1.invoices.create(params={"customer": "cus_123"})
+
+
+def _saved_card(server: StripeRecordedServer, outcome: str) -> tuple[stripe.StripeClient, Any]:
+    client = make_client(server)
+    customer = client.v1.customers.create(
+        params={"email": "a@example.com"}, options={"idempotency_key": "customer-1"}
+    )
+    session = client.v1.checkout.sessions.create(
+        params={
+            "mode": "setup",
+            "customer": customer.id,
+            "success_url": "https://example.com/ok",
+        }
+    )
+    server.complete_setup(session.id, outcome=outcome)
+    intent = client.v1.setup_intents.retrieve(
+        cast(str, session.setup_intent), params={"expand": ["payment_method"]}
+    )
+    return client, intent
+
+
+def test_a_setup_session_saves_a_card_that_a_payment_intent_charges_once_per_key(
+    stripe_server: StripeRecordedServer,
+) -> None:
+    client, setup = _saved_card(stripe_server, "succeeds")
+    assert setup.status == "succeeded"
+    method = cast(Any, setup.payment_method)
+    assert (method.card.brand, method.card.last4) == ("visa", "4242")
+    params: Any = {
+        "amount": 499,
+        "currency": "usd",
+        "customer": setup.customer,
+        "payment_method": method.id,
+        "off_session": True,
+        "confirm": True,
+    }
+
+    first = client.v1.payment_intents.create(params=params, options={"idempotency_key": "k"})
+    again = client.v1.payment_intents.create(params=params, options={"idempotency_key": "k"})
+
+    assert first.status == "succeeded" and first.amount_received == 499
+    assert again.id == first.id  # the same object, replayed
+    assert len(stripe_server.payment_intents) == 1
+    assert stripe_server.charges[cast(str, first.latest_charge)]["payment_intent"] == first.id
+
+
+@pytest.mark.parametrize("outcome", ["card_declined", "authentication_required"])
+def test_a_refused_card_is_stripes_402_card_error_naming_the_payment_intent(
+    stripe_server: StripeRecordedServer, outcome: str
+) -> None:
+    client, setup = _saved_card(stripe_server, outcome)
+    params: Any = {
+        "amount": 499,
+        "currency": "usd",
+        "payment_method": cast(Any, setup.payment_method).id,
+        "off_session": True,
+        "confirm": True,
+    }
+
+    with pytest.raises(stripe.CardError) as refused:
+        client.v1.payment_intents.create(params=params, options={"idempotency_key": "k"})
+
+    assert refused.value.code == outcome
+    intent = cast(Any, refused.value.error).payment_intent
+    assert intent["status"] == "requires_payment_method"
+    assert intent["last_payment_error"]["code"] == outcome
 
 
 def test_server_handles_concurrent_requests(stripe_server: StripeRecordedServer) -> None:

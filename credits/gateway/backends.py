@@ -40,6 +40,7 @@ from credits.errors import (
 )
 from credits.gateway.models import UsageRecord
 from credits.models import CreditAccount, Hold
+from credits.signals import auto_topup_requested
 
 from .outcomes import Outcome
 
@@ -383,7 +384,7 @@ class SqlBackend(ServicesBackend):
     def settle(
         self, *, request_id: str, commit: bool, usage: Usage, now: datetime
     ) -> SettleOutcome:
-        outcome, charged, available, status = _call(
+        outcome, charged, available, status, auto_topup_user = _call(
             "SELECT * FROM gateway_settle(%s, %s, %s, %s, %s, %s, %s, %s)",
             [
                 request_id,
@@ -398,6 +399,10 @@ class SqlBackend(ServicesBackend):
         )
         if outcome == Outcome.DUE:
             return super().settle(request_id=request_id, commit=commit, usage=usage, now=now)
+        if auto_topup_user is not None:
+            # The charge took the balance below the auto top-up threshold and stamped the
+            # account (committed: autocommit); payments claims the stamp (credits.signals).
+            auto_topup_requested.send(sender=SqlBackend, user_id=auto_topup_user)
         return SettleOutcome(Outcome(outcome), charged or 0, available or 0, status)
 
 

@@ -71,9 +71,19 @@ class CreditAccount(models.Model):
     # below it writes the event; NULL turns the notice off. A column of the account row, so the
     # hot path's settle compares it with the balance it already holds locked: no extra read.
     low_balance_threshold = models.BigIntegerField(null=True, blank=True, default=10)
+    # Auto top-up (issue 19): the payments app keeps the threshold here while auto top-up is on
+    # (NULL: off). An entry (not a claw-back) taking the balance from at least it to below it
+    # stamps `auto_topup_requested_at` in the same write (Python and gateway_settle.sql alike);
+    # the payments app claims the stamp after commit and starts at most one top-up.
+    auto_topup_threshold = models.BigIntegerField(null=True, blank=True)
+    auto_topup_requested_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
+            models.CheckConstraint(
+                condition=Q(auto_topup_threshold__isnull=True) | Q(auto_topup_threshold__gte=1),
+                name="account_auto_topup_threshold_valid",
+            ),
             models.CheckConstraint(
                 condition=Q(low_balance_threshold__isnull=True) | Q(low_balance_threshold__gte=0),
                 name="account_low_balance_threshold_valid",
@@ -95,6 +105,14 @@ class CreditAccount(models.Model):
             models.CheckConstraint(
                 condition=Q(consumed__gte=0), name="account_consumed_not_negative"
             ),
+        ]
+        indexes = [
+            # The auto top-up sweep reads the few stamped accounts, never the whole table.
+            models.Index(
+                fields=["auto_topup_requested_at"],
+                name="account_auto_topup_requested",
+                condition=Q(auto_topup_requested_at__isnull=False),
+            )
         ]
 
     def __str__(self) -> str:

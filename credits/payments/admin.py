@@ -19,9 +19,11 @@ from config.money import money_format
 from credits import services as ledger
 from credits.models import CreditAccount
 from credits.payments.models import (
+    AutoTopup,
     Package,
     Purchase,
     StaffRefund,
+    StripeCustomer,
     StripeEvent,
     StripeEventStatus,
 )
@@ -220,7 +222,7 @@ class PurchaseAdmin(admin.ModelAdmin):
         "dispute_status",
         "paid_at",
     )
-    list_filter = ("status", "dispute_status", "package", ClawbackShortfallFilter)
+    list_filter = ("status", "auto_topup", "dispute_status", "package", ClawbackShortfallFilter)
     search_fields = (
         "id",
         "user__email",
@@ -376,6 +378,43 @@ class StripeEventAdmin(admin.ModelAdmin):
             + (f": {', '.join(failed)}" if failed else "."),
             messages.WARNING if failed else messages.SUCCESS,
         )
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows the customer's own actions and Stripe write; staff read them."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AutoTopup)
+class AutoTopupAdmin(ReadOnlyAdmin):
+    list_display = (
+        "user",
+        "enabled",
+        "threshold",
+        "package",
+        "monthly_limit",
+        "failures",
+        "disabled_reason",
+        "updated_at",
+    )
+    list_filter = ("enabled", "disabled_reason")
+    search_fields = ("user__email",)
+    list_select_related = ("user", "package")
+
+
+@admin.register(StripeCustomer)
+class StripeCustomerAdmin(ReadOnlyAdmin):
+    list_display = ("user", "customer_id", "card_brand", "card_last4", "payment_method_saved_at")
+    search_fields = ("user__email", "customer_id")
+    list_select_related = ("user",)
 
 
 # The audit log of staff writes (config/audit.py).

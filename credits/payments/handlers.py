@@ -15,6 +15,11 @@ order is always event -> purchase -> credit account (inside `credits.services`).
 
 Out-of-order delivery: a refund or dispute that arrives before the payment is recorded on the
 purchase; the grant applies it right away.
+
+Auto top-ups (`Purchase.auto_topup`, `credits.payments.autotopup`) have no Checkout Session:
+their `payment_intent.succeeded` is the paying event, checked and granted by the same `_pay`
+with the PaymentIntent's `amount_received` and `currency`; `payment_intent.payment_failed`
+counts their failure. A `checkout.session.completed` in setup mode saves a card.
 """
 
 import logging
@@ -30,6 +35,7 @@ from credits.models import EntryKind, LedgerEntry, LotSource
 from credits.payments.models import Purchase, PurchaseStatus, StripeEvent, StripeEventStatus
 from credits.payments.signals import purchase_paid, purchase_reversed
 
+from . import autotopup
 from .months import months_after
 
 logger = logging.getLogger(__name__)
@@ -266,6 +272,12 @@ def _not_ours(obj: JSON) -> Outcome:
 
 def checkout_session_paid(event: StripeEvent, obj: JSON) -> Outcome:
     """`checkout.session.completed` and `checkout.session.async_payment_succeeded`."""
+    if obj.get("mode") == "setup":
+        # A card saved for auto top-up: no purchase, no money.
+        customer = autotopup.payment_method_completed(session=obj)
+        if customer is None:
+            return _not_ours(obj)
+        return Outcome(StripeEventStatus.PROCESSED, note="The card is fetched after commit.")
     purchase = _session_purchase(obj)
     if purchase is None:
         return _not_ours(obj)
@@ -298,7 +310,8 @@ def checkout_session_failed(event: StripeEvent, obj: JSON) -> Outcome:
 
 
 def payment_intent_succeeded(event: StripeEvent, obj: JSON) -> Outcome:
-    """The same payment as the session's. Links the payment intent and its latest charge to the
+    """For an auto top-up, the payment itself (below). For a Checkout purchase, the same payment
+    as the session's. Links the payment intent and its latest charge to the
     purchase (each unique there), so that refund and dispute events, which name only those, find
     it; grants nothing. The grant is the Checkout Session event's (`checkout_session_paid`): its
     `amount_total`/`currency` are what is checked and its `created` is the payment time, so this
@@ -310,6 +323,14 @@ def payment_intent_succeeded(event: StripeEvent, obj: JSON) -> Outcome:
         return _not_ours(obj)
     _link(purchase, "payment_intent_id", _stripe_id(obj.get("id")))
     _link(purchase, "charge_id", _stripe_id(obj.get("latest_charge")))
+    if purchase.auto_topup:
+        # No Checkout Session: this event is the payment (also when it arrives before the
+        # create call returned: the purchase is found by its metadata, and granted once).
+        granted_before = purchase.lot_id is not None
+        _pay(purchase, amount=obj.get("amount_received"), currency=obj.get("currency"), event=event)
+        if purchase.lot_id is not None and not granted_before:
+            autotopup.success_record(purchase)
+        return Outcome(StripeEventStatus.PROCESSED, purchase)
     purchase.save()
     if purchase.lot_id is None and purchase.status != PurchaseStatus.NEEDS_REVIEW:
         return Outcome(
@@ -317,6 +338,26 @@ def payment_intent_succeeded(event: StripeEvent, obj: JSON) -> Outcome:
             purchase,
             note="Payment intent linked: credits are granted by the Checkout Session event.",
         )
+    return Outcome(StripeEventStatus.PROCESSED, purchase)
+
+
+def payment_intent_failed(event: StripeEvent, obj: JSON) -> Outcome:
+    """`payment_intent.payment_failed`: an auto top-up's decline counts a failure (once: only a
+    pending purchase counts). A Checkout payment's failed attempt changes nothing (the customer
+    may try another card on the page; the session's own events decide)."""
+    purchase = _locked_purchase(
+        purchase_id=_metadata_purchase_id(obj), payment_intent_id=_stripe_id(obj.get("id"))
+    )
+    if purchase is None:
+        return _not_ours(obj)
+    _link(purchase, "payment_intent_id", _stripe_id(obj.get("id")))
+    if not purchase.auto_topup:
+        purchase.save()
+        return Outcome(StripeEventStatus.PROCESSED, purchase, note="A failed attempt.")
+    error = obj.get("last_payment_error") or {}
+    reason = str(error.get("code") or "payment_failed") if isinstance(error, dict) else ""
+    autotopup.failure_record(purchase, reason=reason or "payment_failed")
+    purchase.save()
     return Outcome(StripeEventStatus.PROCESSED, purchase)
 
 
@@ -427,6 +468,7 @@ HANDLERS: dict[str, Callable[[StripeEvent, JSON], Outcome]] = {
     "checkout.session.async_payment_failed": checkout_session_failed,
     "checkout.session.expired": checkout_session_failed,
     "payment_intent.succeeded": payment_intent_succeeded,
+    "payment_intent.payment_failed": payment_intent_failed,
     "charge.succeeded": charge_succeeded,
     "charge.refunded": charge_refunded,
     "charge.dispute.created": dispute_created,

@@ -11,6 +11,14 @@ its grant made (`lot`), and its grant is keyed `purchase:<id>`, so it happens on
 and in whatever order the events arrive. A **Stripe event** is stored once per Stripe event id
 (a UNIQUE constraint, not a lookup) after its signature was verified, and records whether it was
 processed, ignored (a type we do not handle) or failed (with the error, for reprocessing).
+
+Auto top-up (issue 19): a user's **Stripe customer** row is created once (its primary key is
+the user; Stripe's idempotency key is derived from the user id) and keeps the card saved through
+a Checkout Session in setup mode (ids and display fields only). The **auto top-up** row is the
+user's configuration and its run of failures. An auto top-up is a purchase like any other
+(`auto_topup=True`), made by a task when the ledger stamps the account (its balance crossed the
+threshold) and paid off-session by a PaymentIntent; a partial unique index allows at most one
+pending per user. See `credits.payments.autotopup`.
 """
 
 import uuid
@@ -123,6 +131,9 @@ class Purchase(models.Model):
     amount_refunded = models.PositiveIntegerField(default=0)
     credits_clawed_back = models.PositiveIntegerField(default=0)
 
+    # Made by auto top-up (paid off-session by a PaymentIntent, no Checkout Session).
+    auto_topup = models.BooleanField(default=False)
+
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -130,6 +141,13 @@ class Purchase(models.Model):
         db_table = "credits_purchase"
         ordering = ("-created_at",)
         constraints = [
+            # Two triggers racing (two settles crossing the threshold at once, a beat sweep and
+            # a kick) can never both start a top-up: the second insert fails.
+            models.UniqueConstraint(
+                fields=["user"],
+                condition=Q(auto_topup=True, status="pending"),
+                name="purchase_one_pending_auto_topup",
+            ),
             models.UniqueConstraint(
                 fields=["user", "idempotency_key"],
                 condition=Q(idempotency_key__isnull=False),
@@ -251,3 +269,78 @@ class StaffRefund(models.Model):
     @property
     def stripe_idempotency_key(self) -> str:
         return f"staff-refund-{self.pk}"
+
+
+class StripeCustomer(models.Model):
+    """A user's Stripe Customer, created once, and the card saved on it for auto top-ups. Only
+    Stripe's ids and the card's display fields are stored, never a card number."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        primary_key=True,
+        related_name="stripe_customer",
+    )
+    customer_id = models.CharField(max_length=255, unique=True)
+    payment_method_id = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    card_brand = models.CharField(max_length=32, blank=True)
+    card_last4 = models.CharField(max_length=4, blank=True)
+    card_exp_month = models.PositiveSmallIntegerField(null=True, blank=True)
+    card_exp_year = models.PositiveSmallIntegerField(null=True, blank=True)
+    # The last completed Checkout Session (setup mode): its redelivery changes nothing. Its
+    # SetupIntent is `pending_setup_intent_id` until a task (after the webhook's commit, never
+    # inside it) has read the card from Stripe and stored it; removing the card clears it.
+    setup_session_id = models.CharField(max_length=255, blank=True)
+    pending_setup_intent_id = models.CharField(max_length=255, blank=True)
+    payment_method_saved_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "payments_stripecustomer"
+
+    def __str__(self) -> str:
+        return f"Stripe customer {self.customer_id}"
+
+
+class AutoTopupDisabledReason(models.TextChoices):
+    PAYMENT_FAILURES = "payment_failures", "3 charges in a row failed"
+    PAYMENT_METHOD_REMOVED = "payment_method_removed", "the saved card was removed"
+
+
+class AutoTopup(models.Model):
+    """A user's auto top-up configuration. While `enabled`, the ledger account carries the
+    threshold (`CreditAccount.auto_topup_threshold`, kept in step by the service)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, primary_key=True, related_name="+"
+    )
+    enabled = models.BooleanField(default=False)
+    threshold = models.BigIntegerField(null=True, blank=True)
+    package = models.ForeignKey(
+        Package, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    monthly_limit = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Most auto top-ups may charge per UTC month (minor units)."
+    )
+    failures = models.PositiveSmallIntegerField(default=0, help_text="Failed charges in a row.")
+    disabled_reason = models.CharField(
+        max_length=32, blank=True, choices=AutoTopupDisabledReason.choices
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "payments_autotopup"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(threshold__isnull=True) | Q(threshold__gte=1),
+                name="auto_topup_threshold_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(enabled=False)
+                | Q(threshold__isnull=False, package__isnull=False, monthly_limit__isnull=False),
+                name="auto_topup_enabled_is_complete",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"auto top-up of {self.user_id} ({'on' if self.enabled else 'off'})"

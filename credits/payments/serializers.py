@@ -81,3 +81,43 @@ class PurchaseSerializer(serializers.ModelSerializer[Purchase]):
         if obj.paid_at is None or not obj.receipt_url:
             return None
         return obj.receipt_url
+
+
+class PaymentMethodSerializer(serializers.Serializer[Any]):
+    """The saved card's display fields (`StripeCustomer`), never more."""
+
+    brand = serializers.CharField(source="card_brand")
+    last4 = serializers.CharField(source="card_last4")
+    exp_month = serializers.IntegerField(source="card_exp_month", allow_null=True)
+    exp_year = serializers.IntegerField(source="card_exp_year", allow_null=True)
+
+
+class CheckoutUrlSerializer(serializers.Serializer[Any]):
+    checkout_url = serializers.URLField()
+
+
+class AutoTopupInputSerializer(serializers.Serializer[Any]):
+    enabled = serializers.BooleanField()
+    threshold = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+    package = serializers.CharField(max_length=64)
+    monthly_limit = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+
+    def to_internal_value(self, data: Any) -> Any:
+        # A JSON true/false only: DRF's BooleanField would also take "yes", 1 or "on".
+        if isinstance(data, dict) and "enabled" in data and not isinstance(data["enabled"], bool):
+            raise serializers.ValidationError({"enabled": ["Must be true or false."]})
+        return super().to_internal_value(data)
+
+
+class AutoTopupSerializer(serializers.Serializer[Any]):
+    enabled = serializers.BooleanField()
+    threshold = serializers.IntegerField(allow_null=True)
+    package: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True, allow_null=True
+    )
+    monthly_limit = serializers.IntegerField(allow_null=True)
+    failures = serializers.IntegerField()
+    disabled_reason = serializers.SerializerMethodField()
+
+    def get_disabled_reason(self, obj: Any) -> str | None:
+        return obj.disabled_reason or None

@@ -74,3 +74,66 @@ def staff_refunds_requeue_pending_task() -> int:
     from .refunds import staff_refunds_requeue_pending
 
     return len(staff_refunds_requeue_pending())
+
+
+@shared_task(name="credits.payments.auto_topup_claim", acks_late=True, ignore_result=True)
+def auto_topup_claim_task(user_id: str) -> str | None:
+    """After the ledger stamped an account: claim it, start its top-up if it may start."""
+    from uuid import UUID
+
+    from .autotopup import auto_topup_claim
+
+    purchase = auto_topup_claim(user_id=UUID(user_id))
+    return str(purchase.pk) if purchase is not None else None
+
+
+@shared_task(
+    bind=True,
+    name="credits.payments.auto_topup_charge",
+    acks_late=True,
+    ignore_result=True,
+    max_retries=MAX_RETRIES,
+)
+def auto_topup_charge_task(self: Task, purchase_id: str) -> str:
+    """Create the off-session PaymentIntent of a pending auto top-up (its outbox row), retried
+    with back-off while Stripe is unreachable: the idempotency key makes a retry charge once."""
+    from uuid import UUID
+
+    from .autotopup import ChargeSendFailed, auto_topup_charge
+
+    try:
+        return str(auto_topup_charge(purchase_id=UUID(purchase_id)).status)
+    except ChargeSendFailed as exc:
+        if self.request.is_eager:
+            # No broker: the purchase stays pending for the beat's sweep.
+            return "pending"
+        raise self.retry(countdown=10 * 2**self.request.retries, exc=exc) from exc
+
+
+@shared_task(name="credits.payments.auto_topups_sweep", ignore_result=True)
+def auto_topups_sweep_task() -> int:
+    """Beat, every ~10 s: stamped accounts whose kick was lost, charges whose task was lost."""
+    from .autotopup import auto_topups_sweep
+
+    return auto_topups_sweep()
+
+
+@shared_task(
+    bind=True,
+    name="credits.payments.payment_method_fetch",
+    acks_late=True,
+    ignore_result=True,
+    max_retries=MAX_RETRIES,
+)
+def payment_method_fetch_task(self: Task, user_id: str) -> None:
+    """After a setup Checkout completed: read the saved card from Stripe and store it."""
+    from uuid import UUID
+
+    from .autotopup import ChargeSendFailed, payment_method_fetch
+
+    try:
+        payment_method_fetch(user_id=UUID(user_id))
+    except ChargeSendFailed as exc:
+        if self.request.is_eager:
+            return  # no broker: the beat's sweep fetches it
+        raise self.retry(countdown=10 * 2**self.request.retries, exc=exc) from exc

@@ -14,9 +14,13 @@ from rest_framework.views import APIView
 from config import observability
 from config.errors import ApplicationError, error_responses
 
-from . import services
+from . import autotopup, services
 from .serializers import (
+    AutoTopupInputSerializer,
+    AutoTopupSerializer,
+    CheckoutUrlSerializer,
     PackageSerializer,
+    PaymentMethodSerializer,
     PurchaseCreatedSerializer,
     PurchaseCreateSerializer,
     PurchaseSerializer,
@@ -83,6 +87,75 @@ class PurchaseListCreateView(APIView):
         )
         body = {"purchase_id": str(purchase.pk), "checkout_url": purchase.checkout_url}
         return Response(body, status=status.HTTP_201_CREATED)
+
+
+class PaymentMethodView(APIView):
+    """The card saved for auto top-up: saved through a Checkout Session in setup mode."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request=None,
+        responses={
+            201: CheckoutUrlSerializer,
+            **error_responses(401, 502, 503, s502="payment_provider_error"),
+        },
+        operation_id="payment_method_setup",
+    )
+    def post(self, request: Request) -> Response:
+        url = autotopup.payment_method_setup_start(user=request.user)  # type: ignore[arg-type]
+        return Response({"checkout_url": url}, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        responses={200: PaymentMethodSerializer, **error_responses(401, 404)},
+        operation_id="payment_method_get",
+    )
+    def get(self, request: Request) -> Response:
+        saved = autotopup.payment_method_of(user=request.user)  # type: ignore[arg-type]
+        if saved is None:
+            raise ApplicationError("No payment method is saved.", code="not_found", status_code=404)
+        return Response(PaymentMethodSerializer(saved).data)
+
+    @extend_schema(
+        responses={204: None, **error_responses(401)}, operation_id="payment_method_delete"
+    )
+    def delete(self, request: Request) -> Response:
+        autotopup.payment_method_remove(user=request.user)  # type: ignore[arg-type]
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AutoTopupView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        responses={200: AutoTopupSerializer, **error_responses(401)}, operation_id="auto_topup_get"
+    )
+    def get(self, request: Request) -> Response:
+        config = autotopup.auto_topup_of(user=request.user)  # type: ignore[arg-type]
+        return Response(AutoTopupSerializer(config).data)
+
+    @extend_schema(
+        request=AutoTopupInputSerializer,
+        responses={
+            200: AutoTopupSerializer,
+            **error_responses(400, 401, 502, s400="payment_method_required, unknown_package, ..."),
+        },
+        operation_id="auto_topup_put",
+    )
+    def put(self, request: Request) -> Response:
+        if not isinstance(request.data, dict):
+            raise ApplicationError("The body must be a JSON object.", code="invalid_json")
+        serializer = AutoTopupInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        config = autotopup.auto_topup_set(
+            user=request.user,  # type: ignore[arg-type]
+            enabled=data["enabled"],
+            threshold=data["threshold"],
+            package_slug=data["package"],
+            monthly_limit=data["monthly_limit"],
+        )
+        return Response(AutoTopupSerializer(config).data)
 
 
 class StripeWebhookView(APIView):

@@ -5,7 +5,8 @@ Each Hypothesis example opens two twin accounts (same grants, same keys) and dri
 random sequence through both: authorize (the one-call `gateway_authorize` under a guessed tier,
 and the two-step check and hold), authorize again with the same or the other key, settle as a
 success or a failure (again, and the other way), grants with and without expiry, clawbacks,
-freezes, key revocations, the sweep, and the clock moving past holds' and lots' expiries. One
+freezes, key revocations, auto top-up thresholds (the crossing's stamp), the sweep, and the
+clock moving past holds' and lots' expiries. One
 twin goes through `SqlBackend` (the PL/pgSQL functions, which hand the due cases to the
 services), the other through `ServicesBackend`. Every answer is compared, and after every step
 every row of both accounts (the account, its lots, ledger entries, holds with their stored
@@ -142,6 +143,9 @@ def snapshot(twin: Twin) -> dict[str, Any]:
             account.monthly_credit_limit,
             account.month_spent,
             account.month_start,
+            # Auto top-up (issue 19): the crossing's stamp, written by both implementations.
+            account.auto_topup_threshold,
+            account.auto_topup_requested_at,
         ),
         "lots": [
             (
@@ -464,6 +468,35 @@ class Differential(RuleBasedStateMachine):
     def set_limit(self, limit: int | None) -> None:
         for twin in self.twins:
             services.account_limit_set(user_id=twin.user.pk, monthly_credit_limit=limit)
+
+    @initialize(threshold=st.integers(1, 4))
+    def auto_topup_on(self, threshold: int) -> None:
+        # From the start, so that settles crossing it are common (a rule alone rarely came
+        # before the right settle).
+        self.set_auto_topup_threshold(threshold=threshold)
+
+    @rule(threshold=st.none() | st.integers(1, 6))
+    def set_auto_topup_threshold(self, threshold: int | None) -> None:
+        # No payments configuration here: the stamp stays unclaimed (the kick waits for a
+        # commit that never comes), so every crossing's stamp is compared.
+        for twin in self.twins:
+            services.auto_topup_threshold_set(user_id=twin.user.pk, threshold=threshold)
+
+    @rule(tokens=st.tuples(st.integers(0, 50), st.integers(0, 500)))
+    def charge_across_the_auto_topup_threshold(self, tokens: tuple[int, int]) -> None:
+        """The threshold at the balance, then a request authorized and settled as a success:
+        its charge crosses (a settle crossing was rare among the random rules)."""
+        for twin in self.twins:
+            balance = CreditAccount.objects.get(pk=twin.user.pk).balance
+            services.auto_topup_threshold_set(user_id=twin.user.pk, threshold=max(balance, 1))
+        suffix = uuid4().hex[:12]
+        now = self.clock.now()
+        self.both(
+            lambda twin: authorize(
+                twin, suffix=suffix, key=0, ttl=HOLD_TTLS[1], tier=GUESSED_TIERS[0], now=now
+            )
+        )
+        self.settle(suffix=suffix, success=True, tokens=tokens)
 
     @rule(key=st.sampled_from([0, 1]), grace=st.sampled_from([0, 30, 600]))
     def rotate(self, key: int, grace: int) -> None:

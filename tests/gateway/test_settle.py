@@ -347,3 +347,38 @@ def test_a_released_credit_of_a_lot_that_was_fully_held_expires_with_its_lot(
     account = CreditAccount.objects.get(pk=customer.user.pk)
     assert (account.balance, account.reserved) == (0, 0)
     assert reconcile() == []
+
+
+def test_a_success_taking_the_balance_below_the_auto_top_up_threshold_stamps_the_account(
+    gateway: Gateway,
+) -> None:
+    """Issue 19: the charge that crosses stamps the account and kicks payments (the signal),
+    the next one below the threshold stamps nothing new, and a balance never at or above the
+    threshold stamps nothing; on both backends."""
+    from credits.signals import auto_topup_requested
+
+    kicks: list[object] = []
+
+    def kicked(sender: object, user_id: object, **kwargs: object) -> None:
+        kicks.append(user_id)
+
+    auto_topup_requested.connect(kicked, dispatch_uid="test-kicked")
+    try:
+        customer = funded_customer(12)
+        services.auto_topup_threshold_set(user_id=customer.user.pk, threshold=11)
+        authorized(gateway, customer.raw_key, "req_a")
+        assert gateway.settle("req_a").status_code == 200  # 12 -> 11: not below
+        assert CreditAccount.objects.get(pk=customer.user.pk).auto_topup_requested_at is None
+        authorized(gateway, customer.raw_key, "req_b")
+        assert gateway.settle("req_b").status_code == 200  # 11 -> 10: crosses
+        stamped = CreditAccount.objects.get(pk=customer.user.pk).auto_topup_requested_at
+        assert stamped == clock.now() or stamped is not None
+        assert kicks == [customer.user.pk]
+        authorized(gateway, customer.raw_key, "req_c")
+        assert gateway.settle("req_c").status_code == 200  # 10 -> 9: below already
+        account = CreditAccount.objects.get(pk=customer.user.pk)
+        assert account.auto_topup_requested_at == stamped  # the first stamp stays
+        assert kicks == [customer.user.pk]
+    finally:
+        auto_topup_requested.disconnect(dispatch_uid="test-kicked")
+    assert reconcile() == []

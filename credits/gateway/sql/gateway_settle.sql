@@ -1,7 +1,8 @@
 CREATE OR REPLACE FUNCTION gateway_settle(p_request_id text, p_commit boolean, p_model text,
                                p_prompt_tokens integer, p_completion_tokens integer,
                                p_reason text, p_http_status integer, p_now timestamptz)
-RETURNS TABLE(outcome text, charged integer, available bigint, status text)
+RETURNS TABLE(outcome text, charged integer, available bigint, status text,
+              auto_topup_user uuid)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -15,7 +16,7 @@ DECLARE
 BEGIN
     -- The hold's account, locked first, in one statement.
     SELECT ca.user_id, ca.balance, ca.reserved, ca.next_event_at, ca.month_spent,
-           ca.month_start INTO a
+           ca.month_start, ca.auto_topup_threshold INTO a
       FROM credits_creditaccount ca
      WHERE ca.user_id = (SELECT hd.account_id FROM credits_hold hd
                           WHERE hd.request_id = p_request_id)
@@ -67,7 +68,15 @@ BEGIN
                    -- The month's charges for the monthly limit (issue 18; 0 in a new month).
                    month_spent = CASE WHEN a.month_start = date_trunc('month', p_now, 'UTC')
                                       THEN a.month_spent ELSE 0 END + h.amount,
-                   month_start = date_trunc('month', p_now, 'UTC')
+                   month_start = date_trunc('month', p_now, 'UTC'),
+                   -- Auto top-up (issue 19, as services._auto_topup_mark): the charge that
+                   -- takes the balance from at least the threshold to below it stamps the
+                   -- account; the earliest stamp stays until payments claims it.
+                   auto_topup_requested_at = CASE
+                       WHEN a.balance >= a.auto_topup_threshold
+                            AND v_balance < a.auto_topup_threshold
+                       THEN COALESCE(auto_topup_requested_at, p_now)
+                       ELSE auto_topup_requested_at END
              WHERE user_id = a.user_id
         )
         INSERT INTO credits_ledgerentry (account_id, lot_id, kind, amount, balance_after,
@@ -132,6 +141,11 @@ BEGIN
     VALUES (p_request_id, a.user_id, h.api_key_id, p_model, p_prompt_tokens,
             p_completion_tokens, CASE WHEN p_commit THEN 'success' ELSE 'failure' END,
             p_reason, p_http_status, v_charged, p_now);
+    -- Auto top-up: the caller kicks the payments app for this account (committed by then).
+    IF p_commit AND a.balance >= a.auto_topup_threshold AND v_balance < a.auto_topup_threshold
+    THEN
+        auto_topup_user := a.user_id;
+    END IF;
     outcome := 'ok';
     charged := v_charged;
     available := v_balance - v_reserved;
