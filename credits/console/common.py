@@ -25,6 +25,8 @@ NAVIGATION = [
     ("keys", "API keys", "/my-credits/keys"),
     ("buy", "Buy credits", "/my-credits/buy"),
     ("activity", "Activity", "/my-credits/activity"),
+    ("notifications", "Notifications", "/my-credits/notifications"),
+    ("auto-topup", "Auto top-up", "/my-credits/auto-topup"),
 ]
 ACCOUNT_NAV = ("account", "Account", "/my-credits/account")
 
@@ -72,8 +74,10 @@ def page(
     *,
     active: str,
     status: int = 200,
+    no_store: bool = False,
 ) -> HttpResponse:
-    """A console page inside the layout: navigation, the live strip, the messages."""
+    """A console page inside the layout: navigation, the live strip, the messages. `no_store`:
+    the answer carries a secret shown this once, which no cache may keep a copy of."""
     user = console_user(request)
     now = clock.now()
     navigation = [
@@ -89,7 +93,10 @@ def page(
         "poll_ms": LIVE_POLL_SECONDS * 1000,
         **context,
     }
-    return render(request, template, context, status=status)
+    response = render(request, template, context, status=status)
+    if no_store:
+        response["Cache-Control"] = "no-store"
+    return response
 
 
 def form_request(request: HttpRequest) -> Request:
@@ -139,3 +146,8 @@ def validated(
     if serializer.is_valid():
         return dict(serializer.validated_data), {}
     return None, serializer_errors(serializer.errors)
+
+
+def not_found(request: HttpRequest, message: str, *, active: str) -> HttpResponse:
+    """A 404 inside the console's layout (the site's own 404 handler answers JSON, for the API)."""
+    return page(request, "console/not_found.html", {"message": message}, active=active, status=404)

@@ -28,7 +28,7 @@ from credits.usage import selectors
 from credits.usage.serializers import parse_bound
 
 from . import charts
-from .common import console_user, login_required, page, today_usage, validated
+from .common import console_user, login_required, not_found, page, today_usage, validated
 from .panels import console_panel
 
 EXPIRY_WARNING = timedelta(days=7)
@@ -151,11 +151,14 @@ def _keys_page(
             (604800, "in 7 days"),
         ],
     }
-    response = page(request, "console/keys.html", context, active="keys", status=status)
-    if secret is not None:
-        # The secret is in this answer only: no cache keeps a copy of it.
-        response["Cache-Control"] = "no-store"
-    return response
+    return page(
+        request,
+        "console/keys.html",
+        context,
+        active="keys",
+        status=status,
+        no_store=secret is not None,
+    )
 
 
 @login_required
@@ -288,11 +291,6 @@ def buy_action(request: HttpRequest) -> HttpResponse:
     return redirect(purchase.checkout_url)
 
 
-def _not_found(request: HttpRequest, message: str, *, active: str) -> HttpResponse:
-    """A 404 inside the console's layout (the site's own 404 handler answers JSON, for the API)."""
-    return page(request, "console/not_found.html", {"message": message}, active=active, status=404)
-
-
 def _purchase_of(request: HttpRequest, purchase_id: str) -> Any:
     """The user's own purchase with this id; another user's and an unknown id look alike."""
     try:
@@ -310,7 +308,7 @@ def purchase_page(request: HttpRequest, purchase_id: str) -> HttpResponse:
     payment is granted by the event, never by this redirect) and then shows the new lot."""
     purchase = _purchase_of(request, purchase_id)
     if purchase is None:
-        return _not_found(request, "No purchase of yours has this id.", active="buy")
+        return not_found(request, "No purchase of yours has this id.", active="buy")
     if request.GET.get("format") == "json":  # what the waiting page polls
         return JsonResponse({"status": purchase.status})
     context = {
@@ -390,7 +388,7 @@ def activity_page(request: HttpRequest) -> HttpResponse:
 def panel_page(request: HttpRequest, slug: str) -> HttpResponse:
     panel = console_panel(slug)
     if panel is None:
-        return _not_found(request, "There is no such page in your console.", active="")
+        return not_found(request, "There is no such page in your console.", active="")
     context = {
         "panel": panel,
         "panel_template": panel.template,
