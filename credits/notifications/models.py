@@ -54,7 +54,6 @@ class DeliveryStatus(models.TextChoices):
     SENDING = "sending"  # claimed by a sender until lease_until
     DELIVERED = "delivered"  # a 2xx answer (webhook) or handed to the mail outbox (email)
     FAILED = "failed"  # every attempt failed, or the endpoint went away
-    SKIPPED = "skipped"  # nothing to send: address unverified or the type turned off
 
 
 class EmailPreference(models.Model):
