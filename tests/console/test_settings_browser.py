@@ -175,6 +175,34 @@ def test_a_customer_sets_notifications_a_webhook_and_auto_top_up(
     assert errors == []
     context.close()
 
+    # 6. Without JavaScript the same forms work: add and delete an endpoint (the secret is
+    # shown, there is no copy button), remove the card, which turns auto top-up off.
+    plain = browser.new_context(viewport=DESKTOP, java_script_enabled=False)
+    page = plain.new_page()
+    page.goto(f"{base}/my-credits/notifications")
+    page.fill("#login-email", erin.email)
+    page.fill("#login-password", PASSWORD)
+    page.click("#login button[type=submit]")
+    page.fill("#webhook-url", receiver.url + "/plain")
+    page.check("input[name=events][value='credits.low']")
+    page.click("#webhook-form button[type=submit]")
+    assert page.input_value("#webhook-secret").startswith("whsec_")
+    assert not page.is_visible("#copy-webhook-secret")
+    plain_row = f"#webhooks tr:has-text('{receiver.url}/plain')"
+    assert "credits.low" in page.inner_text(plain_row)
+    page.click(f"{plain_row} button:has-text('Delete')")
+    page.wait_for_selector(".messages:has-text('Deleted the endpoint')")
+    assert page.query_selector(plain_row) is None
+    assert len(page.query_selector_all("#webhooks tbody tr")) == 1
+    page.goto(f"{base}/my-credits/auto-topup")
+    page.click("#card-remove button")
+    page.wait_for_selector(".messages:has-text('Card removed')")
+    assert page.query_selector("#card-add") is not None
+    assert "Off: turned off because the saved card was removed." in page.inner_text(
+        "#auto-topup-status"
+    )
+    plain.close()
+
     def stored() -> tuple[Any, ...]:
         config = AutoTopup.objects.get(user=erin)
         prefs = notification_settings(user_id=erin.pk)
@@ -187,5 +215,6 @@ def test_a_customer_sets_notifications_a_webhook_and_auto_top_up(
 
     threshold, key_mail, config, ledger_threshold = _in_thread(stored)
     assert (threshold, key_mail) == (2500, False)
-    assert config[:2] == (True, 1000) and config[3] == 5000
-    assert ledger_threshold == 1000
+    # Saved on with 1,000 and $50.00, then off with the card removed (the rest kept).
+    assert config[:2] == (False, 1000) and config[3] == 5000
+    assert ledger_threshold is None

@@ -11,6 +11,7 @@ import pytest
 from django.test import Client, TestCase
 
 from accounts.models import User
+from credits.console import notification_pages
 from credits.console.topup_pages import minor_units
 from credits.models import CreditAccount, Event, EventType
 from credits.notifications import services as notifications
@@ -190,7 +191,9 @@ def test_the_eleventh_endpoint_is_refused_next_to_the_url_field(
 ) -> None:
     for n in range(MAX_ENDPOINTS_PER_USER):
         notifications.webhook_endpoint_create(user=ann, url=f"http://127.0.0.1:9/{n}", events=None)
-    response = _client(ann).post("/my-credits/webhooks/new", {"url": "http://127.0.0.1:9/x"})
+    client = _client(ann)
+    assert 'id="webhook-limit"' in client.get("/my-credits/notifications").content.decode()
+    response = client.post("/my-credits/webhooks/new", {"url": "http://127.0.0.1:9/x"})
     assert response.status_code == 400
     html = response.content.decode()
     assert "At most 10 webhook endpoints" in html.split('id="webhook-url-error"')[1]
@@ -239,6 +242,7 @@ def test_a_test_event_reaches_the_receiver_signed_and_appears_in_the_delivery_lo
     ann: User,
     allow_private: None,
     receiver: Receiver,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     endpoint, secret = notifications.webhook_endpoint_create(
         user=ann, url=receiver.url, events=["credits.low"]
@@ -267,6 +271,16 @@ def test_a_test_event_reaches_the_receiver_signed_and_appears_in_the_delivery_lo
     assert '<td class="num status">200</td>' in newest
     assert '<td class="num status">500</td>' in oldest
     assert " UTC" in newest
+
+    # One attempt a page: the newest, then the link to the older one.
+    monkeypatch.setattr(notification_pages, "DELIVERIES_PAGE", 1)
+    first = client.get(f"/my-credits/webhooks/{endpoint.pk}").content.decode()
+    assert first.count('<td class="num status">') == 1 and ">200</td>" in first
+    older = first.split('<a href="')[-1].split('" rel="next">Older attempts')[0]
+    assert older.startswith("?before=")
+    second = client.get(f"/my-credits/webhooks/{endpoint.pk}{older}").content.decode()
+    assert second.count('<td class="num status">') == 1 and ">500</td>" in second
+    assert "Older attempts" not in second
 
 
 # --- the card and auto top-up -------------------------------------------------------------------
