@@ -135,10 +135,14 @@ def webhook_create_action(request: HttpRequest) -> HttpResponse:
             user=console_user(request), url=data["url"], events=data.get("events")
         )
     except ApplicationError as exc:
-        # `too_many_webhooks` names no field: it is shown by the URL, where the user acts.
+        # `too_many_webhooks` names no field: it is shown by the URL, where the user acts. The
+        # API's "url: " prefix says which field; next to the field it goes without saying.
         field = exc.field or "url"
+        message = exc.message.removeprefix(f"{field}: ")
         return _notifications_page(
-            request, errors={"webhook": {field: exc.message}}, status=exc.status_code
+            request,
+            errors={"webhook": {field: message[:1].upper() + message[1:]}},
+            status=exc.status_code,
         )
     return _notifications_page(
         request, secret={"url": endpoint.url, "secret": secret, "id": endpoint.pk}, status=201

@@ -145,8 +145,11 @@ def auto_topup_action(request: HttpRequest) -> HttpResponse:
             monthly_limit=data["monthly_limit"],
         )
     except ApplicationError as exc:
+        message = exc.message
+        if isinstance(exc, autotopup.PaymentMethodRequired):
+            message = "Save a card first: “Add a card” above."  # the API's names an endpoint
         return _auto_topup_page(
-            request, errors={exc.field or "form": exc.message}, status=exc.status_code
+            request, errors={exc.field or "form": message}, status=exc.status_code
         )
     messages.success(
         request,

@@ -174,14 +174,19 @@ def test_an_endpoint_with_no_event_ticked_gets_every_type(ann: User, allow_priva
 
 
 @pytest.mark.parametrize(
-    "url", ["https://127.0.0.1/hook", "http://example.com/hook", "ftp://example.com/x"]
+    ("url", "says"),
+    [
+        ("https://127.0.0.1/hook", "The URL&#x27;s host resolves to a non-public address."),
+        ("http://example.com/hook", "The URL must use https://."),
+        ("ftp://example.com/x", "The URL must use https://."),
+    ],
 )
-def test_a_refused_url_is_shown_next_to_the_url_field(ann: User, url: str) -> None:
+def test_a_refused_url_is_shown_next_to_the_url_field(ann: User, url: str, says: str) -> None:
     response = _client(ann).post("/my-credits/webhooks/new", {"url": url})
     assert response.status_code == 400
     html = response.content.decode()
     error = html.split('id="webhook-url-error" role="alert">')[1].split("</p>")[0]
-    assert error.startswith("url:")
+    assert error == says
     assert f'value="{url}"' in html
     assert not WebhookEndpoint.objects.filter(user=ann).exists()
 
@@ -364,7 +369,8 @@ def test_enabling_without_a_card_is_refused_next_to_the_switch(ann: User) -> Non
     )
     assert response.status_code == 400
     html = response.content.decode()
-    assert "Save a card first" in html.split('id="enabled-error"')[1]
+    error = html.split('id="enabled-error" role="alert">')[1].split("</p>")[0]
+    assert error == "Save a card first: “Add a card” above."
     assert not AutoTopup.objects.filter(user=ann, enabled=True).exists()
 
 
