@@ -115,7 +115,7 @@ def test_a_customer_sets_notifications_a_webhook_and_auto_top_up(
     _shots(page, "notifications-new-secret")
     page.goto(f"{base}/my-credits/notifications")
     assert page.query_selector("#webhook-secret") is None and secret not in page.content()
-    row = page.inner_text("#webhooks tbody tr")
+    row = page.inner_text("#webhooks li")
     assert receiver.url in row and "all" in row and "enabled" in row and " UTC" in row
     _shots(page, "notifications")
 
@@ -188,12 +188,12 @@ def test_a_customer_sets_notifications_a_webhook_and_auto_top_up(
     page.click("#webhook-form button[type=submit]")
     assert page.input_value("#webhook-secret").startswith("whsec_")
     assert not page.is_visible("#copy-webhook-secret")
-    plain_row = f"#webhooks tr:has-text('{receiver.url}/plain')"
+    plain_row = f"#webhooks li:has-text('{receiver.url}/plain')"
     assert "credits.low" in page.inner_text(plain_row)
     page.click(f"{plain_row} button:has-text('Delete')")
     page.wait_for_selector(".messages:has-text('Deleted the endpoint')")
     assert page.query_selector(plain_row) is None
-    assert len(page.query_selector_all("#webhooks tbody tr")) == 1
+    assert len(page.query_selector_all("#webhooks li")) == 1
     page.goto(f"{base}/my-credits/auto-topup")
     page.click("#card-remove button")
     page.wait_for_selector(".messages:has-text('Card removed')")
