@@ -30,6 +30,8 @@ from .templatetags.console import money as format_money
 # While Stripe's return says the card was saved but the webhook (and the card fetch after it)
 # has not landed yet, the page reloads itself this often (a <meta refresh>: works without JS).
 SETUP_WAIT_SECONDS = 2
+# ... for about a minute; then it stops and says so (a lost webhook must not spin a tab forever).
+SETUP_WAIT_TRIES = 30
 
 
 def minor_units(text: str, currency: str) -> int:
@@ -54,6 +56,9 @@ def _auto_topup_page(
     card = autotopup.payment_method_of(user=user)
     config = autotopup.auto_topup_of(user=user)
     setup = request.GET.get("setup", "")
+    raw_try = request.GET.get("try", "")
+    tries = int(raw_try) if raw_try.isdigit() and len(raw_try) < 4 else 0
+    unconfirmed = setup == "success" and card is None
     context = {
         "card": card,
         "config": config,
@@ -62,8 +67,10 @@ def _auto_topup_page(
         "packages": payments.packages_visible(user=user),
         "configured": payments_configured(),
         "setup": setup,
-        "waiting": setup == "success" and card is None,
+        "waiting": unconfirmed and tries < SETUP_WAIT_TRIES,
+        "gave_up": unconfirmed and tries >= SETUP_WAIT_TRIES,
         "wait_seconds": SETUP_WAIT_SECONDS,
+        "next_try": f"?{urlencode({'setup': 'success', 'try': tries + 1})}",
         "errors": errors or {},
         "form": request.POST if request.method == "POST" and errors else None,
     }

@@ -329,8 +329,13 @@ def test_stripes_return_address_opens_the_console_page_which_waits_for_the_card(
     assert response.status_code == 302
     assert response["Location"] == "/my-credits/auto-topup?setup=success"
     html = client.get(response["Location"]).content.decode()
-    assert '<meta http-equiv="refresh" content="2">' in html
+    assert '<meta http-equiv="refresh" content="2; url=?setup=success&amp;try=1">' in html
     assert "waiting for its confirmation" in html
+    # It stops after about a minute and says so.
+    late = client.get("/my-credits/auto-topup?setup=success&try=29").content.decode()
+    assert "try=30" in late
+    stopped = client.get("/my-credits/auto-topup?setup=success&try=30").content.decode()
+    assert "http-equiv" not in stopped and "Stripe has not confirmed your card yet" in stopped
     cancelled = client.get("/my-credits/auto-topup?setup=cancelled").content.decode()
     assert "No card was saved." in cancelled and "http-equiv" not in cancelled
 
