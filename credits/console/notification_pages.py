@@ -185,7 +185,8 @@ def webhook_page(request: HttpRequest, endpoint_id: str) -> HttpResponse:
     (the rows are the user's own endpoint's whatever the number: no need to sign it)."""
     user = console_user(request)
     raw_before = request.GET.get("before", "")
-    before = int(raw_before) if raw_before.isdigit() else None
+    # At most 18 digits: a bigint; a longer number would be a database error, not an answer.
+    before = int(raw_before) if raw_before.isdigit() and len(raw_before) <= 18 else None
     try:
         endpoint = notifications.webhook_endpoint_get(user=user, endpoint_id=endpoint_id)
         rows = notifications.delivery_rows(

@@ -42,9 +42,11 @@ def minor_units(text: str, currency: str) -> int:
         amount = Decimal(cleaned)
     except InvalidOperation:
         raise ValueError(text) from None
-    exponent = get_currency_precision(currency.upper())
-    minor = amount.scaleb(exponent)
-    if not amount.is_finite() or amount < 0 or minor != minor.to_integral_value():
+    # Past 10**18 is no price (the API's limit is a bigint): refused before any big arithmetic.
+    if not amount.is_finite() or amount < 0 or amount.adjusted() > 18:
+        raise ValueError(text)
+    minor = amount.scaleb(get_currency_precision(currency.upper()))
+    if minor != minor.to_integral_value():
         raise ValueError(text)
     return int(minor)
 

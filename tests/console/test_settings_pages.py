@@ -286,6 +286,8 @@ def test_a_test_event_reaches_the_receiver_signed_and_appears_in_the_delivery_lo
     second = client.get(f"/my-credits/webhooks/{endpoint.pk}{older}").content.decode()
     assert second.count('<td class="num status">') == 1 and ">500</td>" in second
     assert "Older attempts" not in second
+    # A position past any id (or not a number) is an empty page or the first, never an error.
+    assert client.get(f"/my-credits/webhooks/{endpoint.pk}?before=9" + "9" * 40).status_code == 200
 
 
 # --- the card and auto top-up -------------------------------------------------------------------
@@ -426,7 +428,9 @@ def test_an_amount_in_dollars_becomes_exact_minor_units(
     assert minor_units(text, currency) == minor
 
 
-@pytest.mark.parametrize("text", ["1.001", "abc", "-1", "NaN", "Infinity", "1.5"])
+@pytest.mark.parametrize(
+    "text", ["1.001", "abc", "-1", "NaN", "Infinity", "sNaN", "1.5", "1e400000"]
+)
 def test_what_is_not_an_amount_of_the_currency_is_refused(text: str) -> None:
     currency = "jpy" if text == "1.5" else "usd"
     with pytest.raises(ValueError):
