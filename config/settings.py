@@ -103,6 +103,7 @@ INSTALLED_APPS = [
     "credits.payments",
     "credits.usage",
     "credits.notifications",
+    "credits.console",
     "referrals",
 ]
 

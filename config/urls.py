@@ -47,6 +47,6 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("api/", include(api_patterns)),
     path("internal/v1/", include(internal_patterns)),
-    path("", include("credits.usage.page_urls")),
-    path("", include("accounts.page_urls")),
+    # The customer's console and the pages behind the links the service sends (DASHBOARD_URL).
+    path("", include("credits.console.urls")),
 ]

@@ -7,3 +7,6 @@ class ReferralsConfig(AppConfig):
 
     def ready(self) -> None:
         from . import receivers  # noqa: F401  (connects to registration and purchase signals)
+        from .console import invite_panel_register
+
+        invite_panel_register()  # the console's invite page (credits.console.panels)

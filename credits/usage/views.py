@@ -1,4 +1,5 @@
-"""The usage API (`GET /api/user/credits`, `GET /api/user/ledger`) and the `/my-credits` page.
+"""The usage API (`GET /api/user/credits`, `GET /api/user/ledger`, requests, limits); the
+`/my-credits` pages are the console's (credits.console).
 
 Views only parse input, call one selector and serialize its result.
 """
@@ -11,9 +12,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
@@ -26,7 +25,7 @@ from accounts.authentication import ApiKeyAuthentication
 from accounts.login_tokens import LoginTokenAuthentication
 from config.errors import ApplicationError, error_responses
 from config.fields import rfc3339
-from credits import clock, services
+from credits import services
 from credits.models import MAX_CREDITS, CreditAccount, EntryKind
 
 from . import selectors
@@ -386,15 +385,6 @@ class LedgerCsvApi(APIView):
             kind=_kind(params),
         )
         return _csv_stream("ledger.csv", LEDGER_CSV_FIELDS, entries.iterator(chunk_size=_CSV_CHUNK))
-
-
-@require_GET
-def my_credits_page(request: HttpRequest) -> HttpResponse:
-    """The user's credits page: balance, lots, usage charts. No build step: one template with
-    inline SVG drawn by a little inline script from `/api/user/credits` (session cookie).
-    Anonymous visitors get a login form on the same page, posting to `/api/auth/login`."""
-    context: dict[str, Any] = {"user": request.user, "now": rfc3339(clock.now())}
-    return render(request, "credits/my_credits.html", context)
 
 
 class LimitsInputSerializer(serializers.Serializer[Any]):

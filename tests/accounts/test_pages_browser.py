@@ -1,4 +1,4 @@
-"""The account pages in a real headless browser: a stranger registers on `/my-credits`, opens
+"""The account pages in a real headless browser: a stranger signs up on `/register`, opens
 the verification link from the mail a real SMTP server received, forgets the password, resets
 it through the mailed link's page, and logs in. Playwright's sync API runs an event loop in this
 thread, so the test makes no database call of its own (Django refuses them there)."""
@@ -30,21 +30,22 @@ def test_register_verify_forget_reset_and_log_in_in_the_browser(
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
 
-    page.goto(f"{live_server.url}/my-credits")
-    page.fill("input[name=register_email]", EMAIL)
-    page.fill("input[name=register_password]", PASSWORD)
-    page.click("form[data-call='/api/auth/register'] button")
-    page.wait_for_selector("#account-result:has-text('Registered')", timeout=15000)
+    page.goto(f"{live_server.url}/register")
+    page.fill("#register input[name=email]", EMAIL)
+    page.fill("#register input[name=password]", PASSWORD)
+    page.click("#register button[type=submit]")
+    page.wait_for_selector(".messages:has-text('We mailed a link')", timeout=15000)
+    assert page.is_visible("#unverified")  # logged in, not verified yet
 
     verify = _link(smtp.wait_for(EMAIL)[0], "/verify-email")
     assert verify.startswith(f"{live_server.url}/verify-email?token=")
     page.goto(verify)
     page.wait_for_selector("#result:has-text('Your email address is verified.')", timeout=15000)
 
-    page.goto(f"{live_server.url}/my-credits")
-    page.fill("input[name=reset_email]", EMAIL)
-    page.click("form[data-call='/api/auth/password-reset'] button")
-    page.wait_for_selector("#account-result:has-text('reset link is on its way')", timeout=15000)
+    page.goto(f"{live_server.url}/forgot-password")
+    page.fill("#forgot input[name=email]", EMAIL)
+    page.click("#forgot button[type=submit]")
+    page.wait_for_selector("#result:has-text('reset link is on its way')", timeout=15000)
     reset = _link(smtp.wait_for(EMAIL, count=2)[1], "/reset-password")
     page.goto(reset)
     page.fill("input[name=password]", NEW_PASSWORD)
@@ -57,11 +58,14 @@ def test_register_verify_forget_reset_and_log_in_in_the_browser(
     page.wait_for_selector("#result.error", timeout=15000)
     assert "invalid or has expired" in page.inner_text("#result")
 
+    # The reset ended every login: the console asks for the new password.
     page.goto(f"{live_server.url}/my-credits")
     page.fill("input[name=email]", EMAIL)
     page.fill("input[name=password]", NEW_PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_selector("#report:not([hidden])", timeout=15000)
     assert page.inner_text("#credits-remaining") == "100"  # the signup grant, once verified
+    assert page.query_selector("#unverified") is None
+    page.goto(f"{live_server.url}/my-credits/account")
     assert page.inner_text("#verified") == "verified"
     assert errors == []
