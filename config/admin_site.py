@@ -14,6 +14,7 @@ in place of `django.contrib.admin`), so every app keeps registering on `django.c
 from typing import Any
 
 from django.conf import settings
+from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.admin.sites import AdminSite
 from django.http import HttpRequest
@@ -41,3 +42,17 @@ class BillingAdminSite(OTPAdminSite):
         if two_factor_required():
             return super().has_permission(request)
         return AdminSite.has_permission(self, request)
+
+
+class ReadOnlyModelAdmin(admin.ModelAdmin):
+    """A page staff read and never write: rows that services, Stripe or the customer's own
+    actions write (events, deliveries, auto top-up settings, the finance figures)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from config.admin_site import ReadOnlyModelAdmin
 from config.audit import audit_record
 from config.broker import publish_soon
 from credits.models import Event
@@ -21,19 +22,8 @@ from . import services, tasks
 from .models import Delivery, DeliveryAttempt, WebhookEndpoint
 
 
-class _ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(Event)
-class EventAdmin(_ReadOnly):
+class EventAdmin(ReadOnlyModelAdmin):
     list_display = ("public_id", "type", "user", "created_at", "dispatched_at")
     list_filter = ("type",)
     search_fields = ("user__email", "cause")
@@ -53,7 +43,7 @@ class DeliveryAttemptInline(admin.TabularInline):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(_ReadOnly):
+class DeliveryAdmin(ReadOnlyModelAdmin):
     list_display = (
         "id",
         "channel",
@@ -110,7 +100,7 @@ def _kick(delivery_id: int) -> Callable[[], None]:
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(_ReadOnly):
+class WebhookEndpointAdmin(ReadOnlyModelAdmin):
     list_display = ("url", "user", "enabled", "created_at", "failing_since", "disabled_reason")
     list_filter = ("enabled",)
     search_fields = ("url", "user__email")

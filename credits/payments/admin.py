@@ -14,6 +14,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
+from config.admin_site import ReadOnlyModelAdmin
 from config.audit import audit_record
 from config.money import money_format
 from credits import services as ledger
@@ -380,21 +381,8 @@ class StripeEventAdmin(admin.ModelAdmin):
         )
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows the customer's own actions and Stripe write; staff read them."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(AutoTopup)
-class AutoTopupAdmin(ReadOnlyAdmin):
+class AutoTopupAdmin(ReadOnlyModelAdmin):
     list_display = (
         "user",
         "enabled",
@@ -411,7 +399,7 @@ class AutoTopupAdmin(ReadOnlyAdmin):
 
 
 @admin.register(StripeCustomer)
-class StripeCustomerAdmin(ReadOnlyAdmin):
+class StripeCustomerAdmin(ReadOnlyModelAdmin):
     list_display = ("user", "customer_id", "card_brand", "card_last4", "payment_method_saved_at")
     search_fields = ("user__email", "customer_id")
     list_select_related = ("user",)

@@ -8,6 +8,8 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
+from config.admin_site import ReadOnlyModelAdmin
+
 from .finance import CREDIT_FIELDS, MONEY_FIELDS, finance_month, months_with_activity
 from .models import FinanceReport
 
@@ -17,16 +19,7 @@ MONTHS_SHOWN = 24
 
 
 @admin.register(FinanceReport)
-class FinanceReportAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
+class FinanceReportAdmin(ReadOnlyModelAdmin):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
