@@ -2,15 +2,19 @@
 
 from django.db import migrations, models
 
+from config.migration_ops import AddIndexLive
+
 
 class Migration(migrations.Migration):
+    # Built CONCURRENTLY on PostgreSQL: every authorize writes its key's row.
+    atomic = False
 
     dependencies = [
         ('accounts', '0008_apikey_spend_controls_and_rotation'),
     ]
 
     operations = [
-        migrations.AddIndex(
+        AddIndexLive(
             model_name='apikey',
             index=models.Index(condition=models.Q(('expires_at__isnull', False), ('revoked_at__isnull', True)), fields=['expires_at'], name='apikey_expiry'),
         ),

@@ -3,8 +3,13 @@
 from django.conf import settings
 from django.db import migrations, models
 
+from config.migration_ops import check_add
+
 
 class Migration(migrations.Migration):
+    # The column is metadata only (a constant default); the CHECK is added NOT VALID and
+    # validated in its own transaction, so the account rows are never locked by a scan.
+    atomic = False
 
     dependencies = [
         ('credits', '0014_event_outbox'),
@@ -17,8 +22,10 @@ class Migration(migrations.Migration):
             name='low_balance_threshold',
             field=models.BigIntegerField(blank=True, default=10, null=True),
         ),
-        migrations.AddConstraint(
-            model_name='creditaccount',
-            constraint=models.CheckConstraint(condition=models.Q(('low_balance_threshold__isnull', True), ('low_balance_threshold__gte', 0), _connector='OR'), name='account_low_balance_threshold_valid'),
+        check_add(
+            'credits',
+            'creditaccount',
+            'credits_creditaccount',
+            models.CheckConstraint(condition=models.Q(('low_balance_threshold__isnull', True), ('low_balance_threshold__gte', 0), _connector='OR'), name='account_low_balance_threshold_valid'),
         ),
     ]

@@ -3,8 +3,13 @@
 from django.conf import settings
 from django.db import migrations, models
 
+from config.migration_ops import AddIndexLive, check_add
+
 
 class Migration(migrations.Migration):
+    # Nullable columns (metadata only), the index built CONCURRENTLY and the CHECK validated
+    # in its own transaction: the hot path's account rows are never blocked.
+    atomic = False
 
     dependencies = [
         ('credits', '0017_lot_expiry_notice'),
@@ -22,12 +27,14 @@ class Migration(migrations.Migration):
             name='auto_topup_threshold',
             field=models.BigIntegerField(blank=True, null=True),
         ),
-        migrations.AddIndex(
+        AddIndexLive(
             model_name='creditaccount',
             index=models.Index(condition=models.Q(('auto_topup_requested_at__isnull', False)), fields=['auto_topup_requested_at'], name='account_auto_topup_requested'),
         ),
-        migrations.AddConstraint(
-            model_name='creditaccount',
-            constraint=models.CheckConstraint(condition=models.Q(('auto_topup_threshold__isnull', True), ('auto_topup_threshold__gte', 1), _connector='OR'), name='account_auto_topup_threshold_valid'),
+        check_add(
+            'credits',
+            'creditaccount',
+            'credits_creditaccount',
+            models.CheckConstraint(condition=models.Q(('auto_topup_threshold__isnull', True), ('auto_topup_threshold__gte', 1), _connector='OR'), name='account_auto_topup_threshold_valid'),
         ),
     ]
