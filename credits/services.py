@@ -600,14 +600,18 @@ def hold_create(
     api_key_id: UUID | None = None,
     ttl: timedelta | None = None,
     model: str | None = None,
+    now: datetime | None = None,
 ) -> HoldResult:
     """Reserve `amount` credits of one lot for a request. A request id held before returns that
     hold unchanged (whatever became of it); nothing is reserved twice.
 
     Checks in the contract's order: frozen, available credit, the account's monthly limit, the
     key's budget, the key's allowed models. A limit counts the period's charges plus live holds
-    (both kept on rows locked here), so concurrent holds can never take it past its limit."""
-    now = clock.now()
+    (both kept on rows locked here), so concurrent holds can never take it past its limit.
+
+    `now`: the instant of the gateway's answer, which the hold keeps as its `created_at` (a
+    replay rebuilds the answer from it); the clock's by default."""
+    now = now or clock.now()
     ttl = ttl if ttl is not None else timedelta(seconds=settings.HOLD_TTL_SECONDS)
     with transaction.atomic():
         account = _open(user_id, now)

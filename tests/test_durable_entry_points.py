@@ -16,6 +16,7 @@ from django.db import transaction
 from accounts.models import User
 from credits import clock, services
 from credits.gateway import backends
+from credits.gateway.decisions import AnswerShape
 from credits.payments import services as payments
 from tests.factories import UserFactory
 
@@ -26,7 +27,7 @@ ENTRY_POINTS: dict[str, Callable[[Any], object]] = {
         key_id=str(uuid4()),
         user_id=str(user.pk),
         hold_id=str(uuid4()),
-        decision={},
+        shape=AnswerShape("openai", None, None, None, None),
         now=clock.now(),
         expires_at=clock.now() + timedelta(minutes=1),
     ),

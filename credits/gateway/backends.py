@@ -10,7 +10,9 @@
   has expired, or a released credit's lot has expired, the function writes nothing and answers
   `Outcome.DUE`, and the services do the work, so expiry logic lives in one place.
 
-Both answer in one vocabulary, `credits.gateway.outcomes.Outcome`.
+Both answer in one vocabulary, `credits.gateway.outcomes.Outcome`, and both build an allowed
+answer, the first time and on every replay, with `credits.gateway.decisions.allowed_answer`
+from the hold's columns (issue 23: the answer is not stored; `decisions.replayed`).
 
 Both run the same behavioural tests (tests/gateway: the `backend` fixture switches them).
 """
@@ -42,10 +44,11 @@ from credits.gateway.models import UsageRecord
 from credits.models import CreditAccount, Event, Hold
 from credits.signals import auto_topup_requested, event_recorded
 
+from . import decisions
+from .decisions import AnswerShape
 from .outcomes import Outcome
 
 HOLD_EXPIRED = "hold_expired"
-SETTLE_KEY = "_settle"  # where a hold's decision keeps its first settle answer
 
 
 @dataclass(frozen=True)
@@ -105,10 +108,59 @@ def _json(value: Any) -> dict[str, Any] | None:
     return loaded
 
 
-def _fill(decision: dict[str, Any], available: int) -> dict[str, Any]:
-    decision = {**decision, "credits_remaining": available}
-    decision["headers"] = {**decision["headers"], "X-Credits-Remaining": str(available)}
-    return decision
+# The hold's columns a replay reads (`_stored`).
+_ANSWER_FIELDS = (
+    "decision",
+    "id",
+    "expires_at",
+    "account_id",
+    "api_key_id",
+    "created_at",
+    "answer_format",
+    "answer_tier",
+    "answer_window",
+    "answer_limit",
+    "answer_remaining",
+    "answer_available",
+)
+
+
+def _stored(row: dict[str, Any]) -> dict[str, Any] | None:
+    """`decisions.replayed`'s input from a hold's `_ANSWER_FIELDS` (as `.values()` reads them):
+    its stored answer (a hold written before issue 23), or the values the answer is rebuilt
+    from, by the names the SQL functions give them."""
+    if row["decision"] is not None:
+        return _json(row["decision"])
+    return {
+        "hold_id": row["id"],
+        "expires_at": row["expires_at"],
+        "user_id": row["account_id"],
+        "key_id": row["api_key_id"],
+        "created_at": row["created_at"],
+        "format": row["answer_format"],
+        "tier": row["answer_tier"],
+        "window": row["answer_window"],
+        "limit": row["answer_limit"],
+        "remaining": row["answer_remaining"],
+        "available": row["answer_available"],
+    }
+
+
+def hold_replay(hold: Hold) -> dict[str, Any]:
+    """The answer a replay of `hold`'s request id gives."""
+    return decisions.replayed(_stored({name: getattr(hold, name) for name in _ANSWER_FIELDS}))
+
+
+def _answer_columns(shape: AnswerShape, available: int) -> dict[str, Any]:
+    """The hold's columns that keep `shape` and the credits remaining after the hold."""
+    return {
+        "answer_format": shape.format_code,
+        "answer_tier": shape.tier_text,
+        "answer_window": shape.window,
+        "answer_limit": shape.limit,
+        "answer_remaining": shape.remaining,
+        "answer_available": available,
+    }
 
 
 class ServicesBackend:
@@ -131,7 +183,7 @@ class ServicesBackend:
                 "api_key__digest",
                 "api_key__previous_digest",
                 "api_key__previous_expires_at",
-                "decision",
+                *_ANSWER_FIELDS,
             )
             .first()
         )
@@ -146,7 +198,7 @@ class ServicesBackend:
                     and previous > now
                 )
             ):
-                return Check(Outcome.REPLAY, decision=_json(held["decision"]))
+                return Check(Outcome.REPLAY, decision=decisions.replayed(_stored(held)))
             return Check(Outcome.CONFLICT)
         if digest is None:
             return Check(Outcome.BAD_KEY)
@@ -188,14 +240,13 @@ class ServicesBackend:
         key_id: str,
         user_id: str,
         hold_id: str,
-        decision: dict[str, Any],
+        shape: AnswerShape,
         now: datetime,
         expires_at: datetime,
         model: str | None = None,
     ) -> HoldOutcome:
-        """services.hold_create, and the decision stored with the hold in the same transaction."""
-        from config.fields import rfc3339
-
+        """services.hold_create, and what its answer is rebuilt from kept on the hold in the same
+        transaction. The hold is made at `now` (its `created_at`, the instant of the answer)."""
         try:
             with transaction.atomic(durable=True):
                 result = services.hold_create(
@@ -204,14 +255,21 @@ class ServicesBackend:
                     api_key_id=UUID(key_id),
                     ttl=expires_at - now,
                     model=model,
+                    now=now,
                 )
                 hold = result.hold
                 if not result.created:
-                    return HoldOutcome(Outcome.REPLAY, decision=_json(hold.decision))
-                decision = _fill(decision, result.available)
-                decision["hold_id"] = str(hold.pk)
-                decision["hold_expires_at"] = rfc3339(hold.expires_at)
-                Hold.objects.filter(pk=hold.pk).update(decision=decision)
+                    return HoldOutcome(Outcome.REPLAY, decision=hold_replay(hold))
+                Hold.objects.filter(pk=hold.pk).update(**_answer_columns(shape, result.available))
+                decision = decisions.allowed_answer(
+                    shape,
+                    hold_id=str(hold.pk),
+                    hold_expires_at=hold.expires_at,
+                    user_id=user_id,
+                    key_id=key_id,
+                    now=now,
+                    available_after=result.available,
+                )
                 return HoldOutcome(Outcome.OK, result.available, decision)
         except IdempotencyConflict:
             return HoldOutcome(Outcome.CONFLICT)
@@ -239,22 +297,16 @@ class ServicesBackend:
                     result = services.hold_release(request_id=request_id)
                 hold = result.hold
                 if result.replayed:
-                    first = (_json(hold.decision) or {}).get(SETTLE_KEY) or {}
-                    return SettleOutcome(
-                        Outcome.REPLAY,
-                        hold.charged,
-                        first.get("credits_remaining", result.available),
-                        hold.status,
-                    )
+                    # What the first settle answered (before issue 23, in the stored answer).
+                    first = (_json(hold.decision) or {}).get(decisions.LEGACY_SETTLE_KEY) or {}
+                    available = hold.settled_available
+                    if available is None:
+                        available = first.get("credits_remaining", result.available)
+                    return SettleOutcome(Outcome.REPLAY, hold.charged, available, hold.status)
                 reason = usage.reason
                 if commit and hold.charged == 0:
                     reason = HOLD_EXPIRED  # a late success that found no credit to charge
-                decision = _json(hold.decision) or {}
-                decision[SETTLE_KEY] = {
-                    "charged": hold.charged,
-                    "credits_remaining": result.available,
-                }
-                Hold.objects.filter(pk=hold.pk).update(decision=decision)
+                Hold.objects.filter(pk=hold.pk).update(settled_available=result.available)
                 UsageRecord.objects.create(
                     request_id=request_id,
                     account_id=hold.account_id,
@@ -322,7 +374,7 @@ class SqlBackend(ServicesBackend):
         now: datetime,
         model: str | None = None,
     ) -> Check:
-        outcome, key_id, user_id, balance, available, decision = _call(
+        outcome, key_id, user_id, balance, available, stored = _call(
             "SELECT * FROM gateway_authorize_check(%s, %s, %s, %s)",
             [request_id, digest, now, model],
         )
@@ -336,7 +388,7 @@ class SqlBackend(ServicesBackend):
             str(user_id) if user_id is not None else None,
             balance or 0,
             available or 0,
-            _json(decision),
+            decisions.replayed(_json(stored)) if outcome == Outcome.REPLAY else None,
         )
 
     def hold(
@@ -346,14 +398,28 @@ class SqlBackend(ServicesBackend):
         key_id: str,
         user_id: str,
         hold_id: str,
-        decision: dict[str, Any],
+        shape: AnswerShape,
         now: datetime,
         expires_at: datetime,
         model: str | None = None,
     ) -> HoldOutcome:
         outcome, available, stored = _call(
-            "SELECT * FROM gateway_hold_create(%s, %s, %s, %s, %s::jsonb, %s, %s, %s)",
-            [request_id, key_id, user_id, hold_id, json.dumps(decision), now, expires_at, model],
+            "SELECT * FROM gateway_hold_create(%s, %s, %s, %s, %s::smallint, %s, %s::smallint,"
+            " %s::integer, %s::integer, %s, %s, %s)",
+            [
+                request_id,
+                key_id,
+                user_id,
+                hold_id,
+                shape.format_code,
+                shape.tier_text,
+                shape.window,
+                shape.limit,
+                shape.remaining,
+                now,
+                expires_at,
+                model,
+            ],
         )
         if outcome == Outcome.DUE:
             return super().hold(
@@ -361,12 +427,25 @@ class SqlBackend(ServicesBackend):
                 key_id=key_id,
                 user_id=user_id,
                 hold_id=hold_id,
-                decision=decision,
+                shape=shape,
                 now=now,
                 expires_at=expires_at,
                 model=model,
             )
-        return HoldOutcome(Outcome(outcome), available, _json(stored))
+        decision = None
+        if outcome == Outcome.OK:
+            decision = decisions.allowed_answer(
+                shape,
+                hold_id=hold_id,
+                hold_expires_at=expires_at,
+                user_id=user_id,
+                key_id=key_id,
+                now=now,
+                available_after=available,
+            )
+        elif outcome == Outcome.REPLAY:
+            decision = decisions.replayed(_json(stored))
+        return HoldOutcome(Outcome(outcome), available, decision)
 
     def authorize(
         self,
@@ -374,19 +453,21 @@ class SqlBackend(ServicesBackend):
         request_id: str,
         digest: str,
         key_id: str,
+        user_id: str,
         tier_min: int,
         tier_max: int | None,
         hold_id: str,
-        decision: dict[str, Any],
+        shape: AnswerShape,
         now: datetime,
         expires_at: datetime,
         model: str | None = None,
     ) -> Fast:
         """`check` and `hold` in one round trip (`gateway_authorize`), for a request the limiter
-        already counted under a guessed tier. Only `Outcome.OK` is final; any other outcome wrote
-        nothing and the caller decides afresh with `check` and `hold`."""
-        outcome, balance, _, stored = _call(
-            "SELECT * FROM gateway_authorize(%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s)",
+        already counted under a guessed tier. Only `Outcome.OK` is final (with its answer); any
+        other outcome wrote nothing and the caller decides afresh with `check` and `hold`."""
+        outcome, balance, available = _call(
+            "SELECT * FROM gateway_authorize(%s, %s, %s, %s, %s, %s, %s::smallint, %s,"
+            " %s::smallint, %s::integer, %s::integer, %s, %s, %s)",
             [
                 request_id,
                 digest,
@@ -394,13 +475,28 @@ class SqlBackend(ServicesBackend):
                 tier_min,
                 tier_max,
                 hold_id,
-                json.dumps(decision),
+                shape.format_code,
+                shape.tier_text,
+                shape.window,
+                shape.limit,
+                shape.remaining,
                 now,
                 expires_at,
                 model,
             ],
         )
-        return Fast(Outcome(outcome), balance, _json(stored))
+        if outcome != Outcome.OK:
+            return Fast(Outcome(outcome), balance)
+        decision = decisions.allowed_answer(
+            shape,
+            hold_id=hold_id,
+            hold_expires_at=expires_at,
+            user_id=user_id,
+            key_id=key_id,
+            now=now,
+            available_after=available,
+        )
+        return Fast(Outcome(outcome), balance, decision)
 
     def settle(
         self, *, request_id: str, commit: bool, usage: Usage, now: datetime

@@ -4,16 +4,28 @@
 user (CONTRACT.md, "Internal API"): the error body in the requested format (`openai` or
 `anthropic`), the documented `X-RateLimit-*` and `X-Credits-Remaining` headers, and the rate-limit
 dialect that the requested format's SDKs read (never the other format's).
+
+**Replays without a stored answer (issue 23).** An allowed answer is not stored: a replay
+(CONTRACT.md, "Retries") rebuilds it, byte for byte, from the hold's own columns (id, expiry,
+account, key, `created_at`: the instant the answer was made) and the few values only the
+authorize knew, kept on the hold as an `AnswerShape` (format, tier name, the described window's
+index, limit and remaining) plus the credits remaining after the hold: about 40 bytes instead of
+the 600-byte JSON answer each hold used to carry. The window's reset is its end, which the
+window's index and the answer's instant determine (windows are fixed and aligned to UTC), and the
+OpenAI reset duration is computed from the same instant, so nothing of the answer depends on
+when it is replayed. Holds written before keep their stored answer (`Hold.decision`), replayed
+as it is (`replayed`).
 """
 
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from config.fields import rfc3339
 
 from .outcomes import Outcome
-from .ratelimit import LimitResult, TierLimits, Window, tier_above
+from .ratelimit import WINDOWS, LimitResult, TierLimits, Window, tier_above
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
@@ -87,26 +99,30 @@ def error_body(fmt: str, reason: Outcome, message: str | None = None) -> dict[st
 
 def rate_limit_headers(fmt: str, limit: LimitResult, now: datetime) -> dict[str, str]:
     window = limit.described
-    wait = seconds_until(window.end, now)
+    return _window_headers(fmt, window.limit, window.remaining, window.end, now)
+
+
+def _window_headers(
+    fmt: str, limit: int, remaining: int, end: int, now: datetime
+) -> dict[str, str]:
+    wait = seconds_until(end, now)
     headers = {
-        "X-RateLimit-Limit": str(window.limit),
-        "X-RateLimit-Remaining": str(window.remaining),
-        "X-RateLimit-Reset": str(window.end),
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": str(end),
     }
     if fmt == OPENAI:
-        headers["x-ratelimit-limit-requests"] = str(window.limit)
-        headers["x-ratelimit-remaining-requests"] = str(window.remaining)
+        headers["x-ratelimit-limit-requests"] = str(limit)
+        headers["x-ratelimit-remaining-requests"] = str(remaining)
         headers["x-ratelimit-reset-requests"] = duration(wait)
     else:
-        headers["anthropic-ratelimit-requests-limit"] = str(window.limit)
-        headers["anthropic-ratelimit-requests-remaining"] = str(window.remaining)
-        headers["anthropic-ratelimit-requests-reset"] = rfc3339(
-            datetime.fromtimestamp(window.end, tz=UTC)
-        )
+        headers["anthropic-ratelimit-requests-limit"] = str(limit)
+        headers["anthropic-ratelimit-requests-remaining"] = str(remaining)
+        headers["anthropic-ratelimit-requests-reset"] = rfc3339(datetime.fromtimestamp(end, tz=UTC))
     return headers
 
 
-_WINDOW_INDEX = {"minute": 0, "hour": 1, "day": 2}
+_WINDOW_INDEX = {name: index for index, (name, _) in enumerate(WINDOWS)}
 
 
 def rate_limited_message(window: Window, tier: TierLimits | None) -> str:
@@ -159,21 +175,56 @@ def denied(
     }
 
 
-def allowed(
-    fmt: str,
+@dataclass(frozen=True, slots=True)
+class AnswerShape:
+    """What an allowed answer holds that the hold's own columns do not: kept on the hold
+    (`Hold.answer_*`), so that a replay rebuilds the answer (`allowed_answer`)."""
+
+    fmt: str
+    tier: str | None
+    window: int | None  # the described window's index in `ratelimit.WINDOWS`; None: no tier
+    limit: int | None
+    remaining: int | None
+
+    @property
+    def format_code(self) -> int:
+        return FORMATS.index(self.fmt)
+
+    @property
+    def tier_text(self) -> str:
+        """The tier's name as the hold keeps it: empty for none (a tier's name never is)."""
+        return self.tier or ""
+
+
+def answer_shape(fmt: str, tier: TierLimits | None, limit: LimitResult | None) -> AnswerShape:
+    """The shape of the answer that allows a request under `tier`, counted as `limit`."""
+    name = tier.name if tier is not None else None
+    if limit is None:
+        return AnswerShape(fmt, name, None, None, None)
+    window = limit.described
+    return AnswerShape(fmt, name, _WINDOW_INDEX[window.name], window.limit, window.remaining)
+
+
+def allowed_answer(
+    shape: AnswerShape,
     *,
     hold_id: str,
     hold_expires_at: datetime,
     user_id: str,
     key_id: str,
-    tier: TierLimits | None,
-    limit: LimitResult | None,
     now: datetime,
     available_after: int,
 ) -> dict[str, Any]:
-    """An allowed decision. `available_after` is filled in (or corrected) under the account
-    lock by whoever creates the hold."""
-    headers = rate_limit_headers(fmt, limit, now) if limit is not None else {}
+    """An allowed decision, the first time and on every replay (the same values make the same
+    bytes). `now` is the instant of the first answer (the hold's `created_at`); the window's
+    end is the end of the window of that instant, as the limiter computed it."""
+    headers: dict[str, str] = {}
+    if shape.window is not None:
+        assert shape.limit is not None and shape.remaining is not None
+        length = WINDOWS[shape.window][1]
+        start = int(now.timestamp())
+        end = start - start % length + length
+        headers = _window_headers(shape.fmt, shape.limit, shape.remaining, end, now)
     headers["X-Credits-Remaining"] = str(available_after)
     return {
         "allowed": True,
@@ -181,7 +232,45 @@ def allowed(
         "hold_expires_at": rfc3339(hold_expires_at),
         "user_id": user_id,
         "key_id": key_id,
-        "tier": tier.name if tier is not None else None,
+        "tier": shape.tier,
         "credits_remaining": available_after,
         "headers": headers,
     }
+
+
+# Where a stored answer of a hold written before issue 23 kept its first settle's answer.
+LEGACY_SETTLE_KEY = "_settle"
+
+
+def _moment(value: datetime | str) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def replayed(stored: dict[str, Any] | None) -> dict[str, Any]:
+    """The answer a replay gives: a hold's stored answer as it was (a hold written before issue
+    23), or its answer rebuilt from the hold's columns (`stored` then has them by name:
+    `hold_id`, `expires_at`, `user_id`, `key_id`, `created_at`, `format`, `tier`, `window`,
+    `limit`, `remaining`, `available`; from the ORM, or as JSON from the SQL functions). A hold
+    made outside the gateway has neither, and replays an empty object, as it always did."""
+    if not stored:
+        return {}
+    if "allowed" in stored:
+        return {key: value for key, value in stored.items() if key != LEGACY_SETTLE_KEY}
+    if stored.get("format") is None:
+        return {}
+    shape = AnswerShape(
+        FORMATS[stored["format"]],
+        stored["tier"] or None,
+        stored["window"],
+        stored["limit"],
+        stored["remaining"],
+    )
+    return allowed_answer(
+        shape,
+        hold_id=str(stored["hold_id"]),
+        hold_expires_at=_moment(stored["expires_at"]),
+        user_id=str(stored["user_id"]),
+        key_id=str(stored["key_id"]),
+        now=_moment(stored["created_at"]),
+        available_after=stored["available"],
+    )

@@ -38,7 +38,7 @@ from config.text import made_storable, storable
 from credits import clock
 
 from . import backends, decisions
-from .backends import SETTLE_KEY, SettleItem, SettleOutcome, Usage
+from .backends import SettleItem, SettleOutcome, Usage
 from .calls import Answer, Call, Handler, as_django_view, error_answer, with_service_token
 from .outcomes import Outcome
 from .ratelimit import limiter_hit, limiter_peek, limiter_undo, tier_for_balance
@@ -217,10 +217,9 @@ def _decision(payload: dict[str, Any]) -> Answer:
 
 
 def _replayed(decision: dict[str, Any] | None) -> Answer:
+    """A replay: the answer as the backend rebuilt it (`decisions.replayed`)."""
     observability.count_authorization("replay")
-    stored = dict(decision or {})
-    stored.pop(SETTLE_KEY, None)
-    return _decision(stored)
+    return _decision(decision or {})
 
 
 def _conflict() -> Answer:
@@ -311,26 +310,16 @@ def _authorize_in_one(
         return None  # counted nothing; the 429 comes after the key and credit checks
     hold_id = str(uuid.uuid4())
     expires_at = now + timedelta(seconds=settings.HOLD_TTL_SECONDS)
-    decision = decisions.allowed(
-        fmt,
-        hold_id=hold_id,
-        hold_expires_at=expires_at,
-        user_id=user_id,
-        key_id=key_id,
-        tier=tier,
-        limit=limit,
-        now=now,
-        available_after=0,  # filled in under the account lock
-    )
     try:
         fast = backend.authorize(
             request_id=request_id,
             digest=digest,
             key_id=key_id,
+            user_id=user_id,
             tier_min=tier.min_balance,
             tier_max=tier.max_balance,
             hold_id=hold_id,
-            decision=decision,
+            shape=decisions.answer_shape(fmt, tier, limit),
             now=now,
             expires_at=expires_at,
             model=model,
@@ -399,24 +388,13 @@ def _authorize(
             )
         hold_id = str(uuid.uuid4())
         expires_at = now + timedelta(seconds=settings.HOLD_TTL_SECONDS)
-        decision = decisions.allowed(
-            fmt,
-            hold_id=hold_id,
-            hold_expires_at=expires_at,
-            user_id=check.user_id,
-            key_id=check.key_id,
-            tier=tier,
-            limit=limit,
-            now=now,
-            available_after=check.available - 1,
-        )
         try:
             held = backend.hold(
                 request_id=request_id,
                 key_id=check.key_id,
                 user_id=check.user_id,
                 hold_id=hold_id,
-                decision=decision,
+                shape=decisions.answer_shape(fmt, tier, limit),
                 now=now,
                 expires_at=expires_at,
                 model=model,
@@ -426,8 +404,9 @@ def _authorize(
                 limiter_undo(limit)
             raise
         if held.outcome == Outcome.OK:
+            assert held.decision is not None
             observability.count_authorization("allowed")
-            return _decision(held.decision or decision)
+            return _decision(held.decision)
         # Refused after the limiter counted it: a denial consumes no quota.
         if limit is not None:
             limiter_undo(limit)

@@ -310,7 +310,6 @@ class Hold(models.Model):
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     settled_at = models.DateTimeField(null=True, blank=True)
-    # What authorize answered, replayed as it was when the gateway retries the request id.
     api_key = models.ForeignKey(
         "accounts.ApiKey",
         on_delete=models.PROTECT,
@@ -319,7 +318,32 @@ class Hold(models.Model):
         related_name="+",
         db_index=False,
     )
+    # What authorize answered, replayed as it was when the gateway retries the request id
+    # (CONTRACT.md, "Retries"). Since issue 23 not stored but rebuilt, byte for byte, from the
+    # hold's own columns and the `answer_*` values below
+    # (`credits.gateway.decisions.allowed_answer`): about 40 bytes a hold instead of a 600-byte
+    # JSON answer. `decision` is the stored answer of holds written before; it is read as it is
+    # (never migrated: rewriting every old hold to save space would first write as much WAL and
+    # dead rows as it saves, for rows whose replay is rare), and new holds leave it NULL, which
+    # costs nothing in the row. Columns in the order of their alignment (8, 4, 2 bytes, then
+    # the text): no padding between them.
     decision = models.JSONField(null=True, blank=True)
+    # The credits remaining after this hold (the answer's `credits_remaining`).
+    answer_available = models.BigIntegerField(null=True, blank=True)
+    # The available balance the first settle answered (its replay answers it again).
+    settled_available = models.BigIntegerField(null=True, blank=True)
+    # The window the answer's rate-limit headers describe: its limit and remaining requests,
+    # and its index in `credits.gateway.ratelimit.WINDOWS` (0 minute, 1 hour, 2 day; NULL: the
+    # account had no tier, so the answer had no rate-limit headers).
+    answer_limit = models.IntegerField(null=True, blank=True)
+    answer_remaining = models.IntegerField(null=True, blank=True)
+    answer_window = models.SmallIntegerField(null=True, blank=True)
+    # The requested format: its index in `credits.gateway.decisions.FORMATS` (0 openai,
+    # 1 anthropic); NULL on a hold the gateway did not make (and on the ones with `decision`).
+    answer_format = models.SmallIntegerField(null=True, blank=True)
+    # The tier's name as it was (staff may rename a tier later; the replay must not change);
+    # empty: no tier (a tier's name is never empty).
+    answer_tier = models.CharField(max_length=32, blank=True, default="")
 
     class Meta:
         constraints = [

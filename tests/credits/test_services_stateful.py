@@ -40,6 +40,7 @@ from accounts.services import api_key_create
 from credits import clock, services
 from credits.errors import HoldAlreadySettled, IdempotencyConflict, InsufficientCredits
 from credits.gateway import backends
+from credits.gateway.decisions import AnswerShape
 from credits.gateway.outcomes import Outcome
 from credits.models import (
     CreditAccount,
@@ -507,7 +508,7 @@ class SqlLedgerMachine(LedgerMachine):
             key_id=str(self.keys[n].pk),
             user_id=str(self.accounts[n].user_id),
             hold_id=str(uuid4()),
-            decision={"allowed": True, "credits_remaining": 0, "headers": {}},
+            shape=AnswerShape("openai", None, None, None, None),
             now=now,
             expires_at=now + ttl,
         )

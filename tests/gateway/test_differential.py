@@ -42,9 +42,9 @@ from hypothesis.stateful import (
 from accounts.models import ApiKey, User
 from accounts.secrets import digest as key_digest
 from accounts.services import api_key_create, api_key_revoke, api_key_rotate, api_key_update
-from config.fields import rfc3339
 from credits import clock, services
 from credits.gateway import backends
+from credits.gateway.decisions import FORMATS, AnswerShape
 from credits.gateway.models import UsageBucket, UsageRecord
 from credits.gateway.outcomes import Outcome
 from credits.models import CreditAccount, Event, Hold, LedgerEntry, Lot, LotSource
@@ -71,6 +71,20 @@ CLOCK_STEPS = [
 # RETIER and the two-step path decides.
 GUESSED_TIERS = [(1, None), (1, 3), (4, None)]
 MODELS = ["kimi-k2-0905", "other-model"]
+# What the limiter counted, as the answer keeps it (issue 23: rebuilt on a replay): no tier, or a
+# tier and the window its headers describe, in either format.
+SHAPE = AnswerShape("openai", "1-100", 0, 20, 19)
+SHAPES = st.one_of(
+    st.builds(AnswerShape, st.sampled_from(FORMATS), st.none(), st.none(), st.none(), st.none()),
+    st.builds(
+        AnswerShape,
+        st.sampled_from(FORMATS),
+        st.sampled_from(["1-100", "101-1,000", "10,000+"]),
+        st.integers(0, 2),
+        st.integers(1, 100_000),
+        st.integers(0, 100_000),
+    ),
+)
 
 
 class FrozenClock:
@@ -114,10 +128,17 @@ def _twin(name: str, now: datetime) -> Twin:
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
-def _decision(decision: Any) -> Any:
+def _decision(decision: Any, twin: Twin) -> Any:
+    """An answer with its twin's ids replaced by names both twins share (its hold's left out)."""
     if not isinstance(decision, dict):
         return decision
-    return {k: v for k, v in decision.items() if k != "hold_id"}
+    keys = {str(key.pk): f"key{n}" for n, (key, _) in enumerate(twin.keys)}
+    named = {k: v for k, v in decision.items() if k != "hold_id"}
+    if "key_id" in named:
+        named["key_id"] = keys.get(named["key_id"], named["key_id"])
+    if named.get("user_id") == str(twin.user.pk):
+        named["user_id"] = "USER"
+    return named
 
 
 def _event_data(
@@ -207,7 +228,11 @@ def snapshot(twin: Twin) -> dict[str, Any]:
                 hold.expires_at,
                 hold.settled_at,
                 key_names.get(hold.api_key_id),
-                repr(_decision(hold.decision)),
+                # What a replay answers, rebuilt from the hold (issue 23), and the first
+                # settle's answer kept for the settle's replay.
+                repr(_decision(backends.hold_replay(hold), twin)),
+                hold.decision,
+                hold.settled_available,
             )
             for hold in holds
         ),
@@ -281,9 +306,11 @@ def authorize(
     now: datetime,
     model: str = MODELS[0],
     previous: bool = False,
+    shape: AnswerShape = SHAPE,
 ) -> tuple[Any, ...]:
     """What the views would decide (without the limiter, which is not the database's): the
-    one-call path first for the SQL twin (only its OK is final), then check and hold."""
+    one-call path first for the SQL twin (only its OK is final), then check and hold. `shape`
+    stands for what the limiter counted (a replay answers the first authorize's)."""
     request_id = twin.request_id(suffix)
     api_key, raw = twin.keys[key]
     if previous and key in twin.previous:
@@ -292,35 +319,32 @@ def authorize(
     backend = twin.backend
     expires_at = now + ttl
     hold_id = str(uuid4())
-    decision = {
-        "allowed": True,
-        "hold_id": hold_id,
-        "hold_expires_at": rfc3339(expires_at),
-        "credits_remaining": 0,
-        "headers": {"X-Credits-Remaining": "0"},
-    }
     if isinstance(backend, backends.SqlBackend):
         fast = backend.authorize(
             request_id=request_id,
             digest=digest,
             key_id=str(api_key.pk),
+            user_id=str(twin.user.pk),
             tier_min=tier[0],
             tier_max=tier[1],
             hold_id=hold_id,
-            decision=decision,
+            shape=shape,
             now=now,
             expires_at=expires_at,
             model=model,
         )
         if fast.outcome == Outcome.OK:
             assert fast.decision is not None
-            return (Outcome.OK, fast.decision["credits_remaining"], _decision(fast.decision))
+            # The answer is the one a replay rebuilds from the hold (issue 23).
+            replay = backends.hold_replay(Hold.objects.get(request_id=request_id))
+            assert fast.decision == replay, (fast.decision, replay)
+            return (Outcome.OK, fast.decision["credits_remaining"], _decision(fast.decision, twin))
     for _ in range(3):
         check = backend.check(
             request_id=request_id, raw_key=raw, digest=digest, now=now, model=model
         )
         if check.outcome != Outcome.OK:
-            found = _decision(check.decision)
+            found = _decision(check.decision, twin)
             return (check.outcome, check.available, check.balance, found)
         assert check.key_id is not None and check.user_id is not None
         held = backend.hold(
@@ -328,13 +352,16 @@ def authorize(
             key_id=check.key_id,
             user_id=check.user_id,
             hold_id=hold_id,
-            decision=decision,
+            shape=shape,
             now=now,
             expires_at=expires_at,
             model=model,
         )
+        if held.outcome == Outcome.OK:
+            replay = backends.hold_replay(Hold.objects.get(request_id=request_id))
+            assert held.decision == replay, (held.decision, replay)
         if held.outcome != Outcome.RETRY:
-            return (held.outcome, held.available, _decision(held.decision))
+            return (held.outcome, held.available, _decision(held.decision, twin))
     raise AssertionError("the request id kept changing")
 
 
@@ -402,9 +429,16 @@ class Differential(RuleBasedStateMachine):
         tier=st.sampled_from(GUESSED_TIERS),
         model=st.sampled_from(MODELS),
         previous=st.booleans(),
+        shape=SHAPES,
     )
     def authorize(
-        self, key: int, ttl: timedelta, tier: tuple[int, int | None], model: str, previous: bool
+        self,
+        key: int,
+        ttl: timedelta,
+        tier: tuple[int, int | None],
+        model: str,
+        previous: bool,
+        shape: AnswerShape,
     ) -> str:
         suffix = uuid4().hex[:12]
         now = self.clock.now()
@@ -418,16 +452,25 @@ class Differential(RuleBasedStateMachine):
                 now=now,
                 model=model,
                 previous=previous,
+                shape=shape,
             )
         )
         return suffix
 
-    @rule(suffix=requests, key=st.sampled_from([0, 1]), tier=st.sampled_from(GUESSED_TIERS))
-    def authorize_again(self, suffix: str, key: int, tier: tuple[int, int | None]) -> None:
+    @rule(
+        suffix=requests,
+        key=st.sampled_from([0, 1]),
+        tier=st.sampled_from(GUESSED_TIERS),
+        shape=SHAPES,
+    )
+    def authorize_again(
+        self, suffix: str, key: int, tier: tuple[int, int | None], shape: AnswerShape
+    ) -> None:
+        """A retry: the first answer again, whatever the limiter would count now (`shape`)."""
         now = self.clock.now()
         self.both(
             lambda twin: authorize(
-                twin, suffix=suffix, key=key, ttl=HOLD_TTLS[1], tier=tier, now=now
+                twin, suffix=suffix, key=key, ttl=HOLD_TTLS[1], tier=tier, now=now, shape=shape
             )
         )
 
@@ -487,7 +530,7 @@ class Differential(RuleBasedStateMachine):
         only when Hypothesis happens to settle an authorized request."""
         for _ in range(pairs):
             suffix = self.authorize(
-                key=0, ttl=HOLD_TTLS[1], tier=tier, model=MODELS[0], previous=False
+                key=0, ttl=HOLD_TTLS[1], tier=tier, model=MODELS[0], previous=False, shape=SHAPE
             )
             self.settle(suffix=suffix, success=True, tokens=(1, 1))
 

@@ -18,6 +18,7 @@ from django.test import Client
 
 from credits import clock, services
 from credits.gateway import backends
+from credits.gateway.decisions import AnswerShape
 from credits.gateway.outcomes import Outcome
 from credits.models import CreditAccount, Event, EventType, LotSource
 from credits.reconciliation import reconcile
@@ -148,16 +149,16 @@ def pair(customer: Any, *, now: Any) -> list[str]:
     """One authorize (the one-call path) and its settle through the SQL backend, as counted."""
     backend = backends.SqlBackend()
     request_id, hold_id = f"pair-{uuid4().hex}", str(uuid4())
-    decision = {"allowed": True, "credits_remaining": 0, "headers": {}}
     with nested_statements() as texts:
         fast = backend.authorize(
             request_id=request_id,
             digest=customer.key.digest,
             key_id=str(customer.key.pk),
+            user_id=str(customer.key.user_id),
             tier_min=1,
             tier_max=None,
             hold_id=hold_id,
-            decision=decision,
+            shape=AnswerShape("openai", None, None, None, None),
             now=now,
             expires_at=now + timedelta(seconds=600),
             model="kimi-k2-0905",

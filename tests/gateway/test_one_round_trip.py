@@ -99,9 +99,8 @@ def test_a_balance_that_left_the_seen_tier_is_decided_with_the_new_tier(
     gateway: Gateway,
 ) -> None:
     customer = seen(gateway, 100)  # tier 20/min, as this process remembers the key
-    first = Hold.objects.get(request_id="req_first").decision
-    assert first is not None and first["tier"] is not None
-    first_tier = first["tier"]
+    first_tier = Hold.objects.get(request_id="req_first").answer_tier
+    assert first_tier
     services.credits_grant(
         user_id=customer.user.pk,
         amount=1,

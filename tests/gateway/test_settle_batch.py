@@ -117,7 +117,7 @@ def rows(customer: Customer, prefix: str) -> dict[str, Any]:
                 h.status,
                 h.charged,
                 h.settled_at,
-                (h.decision or {}).get("_settle"),
+                h.settled_available,  # the first settle's answer, for its replay
             )
             for h in Hold.objects.filter(account=account)
         ),

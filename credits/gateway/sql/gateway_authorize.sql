@@ -1,8 +1,9 @@
 CREATE OR REPLACE FUNCTION gateway_authorize(p_request_id text, p_digest text, p_key_id uuid,
                                   p_tier_min integer, p_tier_max integer, p_hold_id uuid,
-                                  p_decision jsonb, p_now timestamptz,
+                                  p_format smallint, p_tier text, p_window smallint,
+                                  p_limit integer, p_remaining integer, p_now timestamptz,
                                   p_expires_at timestamptz, p_model text)
-RETURNS TABLE(outcome text, balance bigint, available bigint, decision jsonb)
+RETURNS TABLE(outcome text, balance bigint, available bigint)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -10,7 +11,6 @@ DECLARE
     c record;
     v_lot bigint;
     v_available bigint;
-    v_decision jsonb;
 BEGIN
     -- No look-up of the request id first: a request id seen before makes the INSERT below do
     -- nothing (ON CONFLICT), and any answer but 'ok' sends the caller down the two-step path,
@@ -78,9 +78,6 @@ BEGIN
         RETURN;
     END IF;
     v_available := available - 1;
-    v_decision := jsonb_set(
-        jsonb_set(p_decision, '{credits_remaining}', to_jsonb(v_available)),
-        '{headers,X-Credits-Remaining}', to_jsonb(v_available::text));
     -- One statement: lock the lot to draw from (burn-down order: soonest expiry first,
     -- never-expiring last, ties to the oldest grant; `remaining > 0`, implied by the others,
     -- lets the `lot_spendable` index serve it), insert the hold, and only if it was inserted
@@ -93,10 +90,14 @@ BEGIN
          ORDER BY l.expires_at ASC NULLS LAST, l.id
          LIMIT 1 FOR UPDATE
     ), hold AS (
+        -- Not the answer itself: what it is rebuilt from on a replay (p_format .. p_remaining,
+        -- credits.gateway.decisions.AnswerShape, and the credits remaining after this hold).
         INSERT INTO credits_hold (id, account_id, lot_id, request_id, amount, status, charged,
-                                  created_at, expires_at, settled_at, api_key_id, decision)
+                                  created_at, expires_at, settled_at, api_key_id,
+                                  answer_available, answer_limit, answer_remaining,
+                                  answer_window, answer_format, answer_tier)
         SELECT p_hold_id, k.user_id, lot.id, p_request_id, 1, 'live', 0, p_now, p_expires_at,
-               NULL, k.id, v_decision
+               NULL, k.id, v_available, p_limit, p_remaining, p_window, p_format, p_tier
           FROM lot
         ON CONFLICT (request_id) DO NOTHING
         RETURNING lot_id
@@ -130,7 +131,6 @@ BEGIN
     -- The answer through the OUT parameters and RETURN NEXT: no query to run for it.
     outcome := 'ok';
     available := v_available;
-    decision := v_decision;
     RETURN NEXT;
 END;
 $$;

@@ -11,8 +11,16 @@ DECLARE
     k record;
     a record;
 BEGIN
-    SELECT hd.api_key_id, hd.decision, kk.digest AS key_digest,
-           kk.previous_digest AS key_previous, kk.previous_expires_at AS key_previous_expires
+    -- The answer to replay: the one stored before issue 23, or the hold's values it is rebuilt
+    -- from (credits.gateway.decisions.replayed).
+    SELECT hd.api_key_id, kk.digest AS key_digest,
+           kk.previous_digest AS key_previous, kk.previous_expires_at AS key_previous_expires,
+           COALESCE(hd.decision, jsonb_build_object(
+               'hold_id', hd.id, 'expires_at', hd.expires_at, 'user_id', hd.account_id,
+               'key_id', hd.api_key_id, 'created_at', hd.created_at,
+               'format', hd.answer_format, 'tier', hd.answer_tier, 'window', hd.answer_window,
+               'limit', hd.answer_limit, 'remaining', hd.answer_remaining,
+               'available', hd.answer_available)) AS decision
       INTO h
       FROM credits_hold hd LEFT JOIN accounts_apikey kk ON kk.id = hd.api_key_id
      WHERE hd.request_id = p_request_id;

@@ -1,9 +1,11 @@
 -- Step 2 of authorize, after the rate limiter counted the request: services.hold_create under
--- the account lock, storing the decision for replays. `p_decision` is complete except for
--- `credits_remaining` and its header, which only the locked account row can tell.
+-- the account lock, storing what the answer is rebuilt from for replays (`p_format` ..
+-- `p_remaining`: credits.gateway.decisions.AnswerShape) and the credits remaining after the
+-- hold, which only the locked account row can tell.
 CREATE FUNCTION gateway_hold_create(p_request_id text, p_key_id uuid, p_user_id uuid,
-                                    p_hold_id uuid, p_decision jsonb, p_now timestamptz,
-                                    p_expires_at timestamptz, p_model text)
+                                    p_hold_id uuid, p_format smallint, p_tier text,
+                                    p_window smallint, p_limit integer, p_remaining integer,
+                                    p_now timestamptz, p_expires_at timestamptz, p_model text)
 RETURNS TABLE(outcome text, available bigint, decision jsonb)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -14,7 +16,6 @@ DECLARE
     v_spend text;
     v_lot bigint;
     v_available bigint;
-    v_decision jsonb;
 BEGIN
     SELECT ca.balance, ca.reserved, ca.frozen_at, ca.next_event_at, ca.monthly_credit_limit,
            ca.month_spent, ca.month_start INTO a
@@ -28,7 +29,14 @@ BEGIN
         RETURN;
     END IF;
     -- A concurrent authorize of the same request id on this account committed first.
-    SELECT hd.api_key_id, hd.decision INTO h FROM credits_hold hd
+    SELECT hd.api_key_id,
+           COALESCE(hd.decision, jsonb_build_object(
+               'hold_id', hd.id, 'expires_at', hd.expires_at, 'user_id', hd.account_id,
+               'key_id', hd.api_key_id, 'created_at', hd.created_at,
+               'format', hd.answer_format, 'tier', hd.answer_tier, 'window', hd.answer_window,
+               'limit', hd.answer_limit, 'remaining', hd.answer_remaining,
+               'available', hd.answer_available)) AS decision
+      INTO h FROM credits_hold hd
      WHERE hd.request_id = p_request_id;
     IF FOUND THEN
         IF h.api_key_id = p_key_id THEN
@@ -72,15 +80,14 @@ BEGIN
         RETURN;
     END IF;
     v_available := v_available - 1;
-    v_decision := jsonb_set(
-        jsonb_set(p_decision, '{credits_remaining}', to_jsonb(v_available)),
-        '{headers,X-Credits-Remaining}', to_jsonb(v_available::text));
     -- The same request id on another account is not serialised by our account lock: the unique
     -- index decides, and the loser is told to look again (replay or conflict).
     INSERT INTO credits_hold (id, account_id, lot_id, request_id, amount, status, charged,
-                              created_at, expires_at, settled_at, api_key_id, decision)
+                              created_at, expires_at, settled_at, api_key_id, answer_available,
+                              answer_limit, answer_remaining, answer_window, answer_format,
+                              answer_tier)
     VALUES (p_hold_id, p_user_id, v_lot, p_request_id, 1, 'live', 0, p_now, p_expires_at,
-            NULL, p_key_id, v_decision)
+            NULL, p_key_id, v_available, p_limit, p_remaining, p_window, p_format, p_tier)
     ON CONFLICT (request_id) DO NOTHING;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 'retry'::text, NULL::bigint, NULL::jsonb;
@@ -92,6 +99,6 @@ BEGIN
     UPDATE credits_creditaccount
        SET reserved = reserved + 1, next_event_at = LEAST(next_event_at, p_expires_at)
      WHERE user_id = p_user_id;
-    RETURN QUERY SELECT 'ok'::text, v_available, v_decision;
+    RETURN QUERY SELECT 'ok'::text, v_available, NULL::jsonb;
 END;
 $$;

@@ -28,13 +28,15 @@ BEGIN
         RETURN;
     END IF;
     SELECT hd.id, hd.lot_id, hd.amount, hd.status, hd.charged, hd.expires_at, hd.api_key_id,
-           hd.decision
+           hd.settled_available, hd.decision
       INTO h FROM credits_hold hd WHERE hd.request_id = p_request_id FOR UPDATE;
     IF h.status IN ('committed', 'released') THEN
         IF h.status = v_wanted THEN
             outcome := 'replay';
             charged := h.charged;
-            available := COALESCE((h.decision #>> '{_settle,credits_remaining}')::bigint,
+            -- What the first settle answered (before issue 23, kept in the stored answer).
+            available := COALESCE(h.settled_available,
+                                  (h.decision #>> '{_settle,credits_remaining}')::bigint,
                                   a.balance - a.reserved);
         ELSE
             outcome := 'conflict';
@@ -145,9 +147,7 @@ BEGIN
     WITH hold AS (
         UPDATE credits_hold
            SET status = v_wanted, charged = v_charged, settled_at = p_now,
-               decision = COALESCE(decision, '{}'::jsonb) || jsonb_build_object('_settle',
-                   jsonb_build_object('charged', v_charged,
-                                      'credits_remaining', v_balance - v_reserved))
+               settled_available = v_balance - v_reserved
          WHERE id = h.id
     )
     INSERT INTO credits_usagerecord (request_id, account_id, api_key_id, model, prompt_tokens,
