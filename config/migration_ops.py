@@ -5,6 +5,8 @@
   writes go on (the pattern of `credits` 0009).
 - `unique_add`: the unique index is built CONCURRENTLY (writes go on), then attached as the
   constraint (`ADD CONSTRAINT ... UNIQUE USING INDEX`, instant).
+- `UniqueDrop`: a UNIQUE constraint dropped waiting at most a few seconds for its lock (its
+  reverse is `unique_add`'s build).
 
 Both need the migration to be `atomic = False` (VALIDATE and CONCURRENTLY run outside the
 ADD's transaction). SQLite re-creates the table, as Django does for any such change.
@@ -129,3 +131,50 @@ def unique_add(
             schema_editor.add_constraint(apps.get_model(app_label, model_name), constraint)
 
     return _operation(app_label, model_name, constraint, forward)
+
+
+class UniqueDrop(migrations.RemoveConstraint):
+    """`RemoveConstraint` of a UNIQUE constraint on a large table, without stalling its writes.
+
+    On PostgreSQL, `ALTER TABLE ... DROP CONSTRAINT` needs the table's ACCESS EXCLUSIVE lock,
+    held only for the instant of the catalogue change (the index's file is unlinked, nothing is
+    scanned); while it waits for a running transaction, every statement after it waits too. So
+    it waits at most `LOCK_TIMEOUT` and then fails, to be run again, rather than queueing the
+    hot path behind a long report. The reverse builds the index CONCURRENTLY and attaches it
+    (as `unique_add`): the migration must be `atomic = False`. SQLite drops it as Django does.
+    """
+
+    LOCK_TIMEOUT = "5s"
+
+    def database_forwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
+        if schema_editor.connection.vendor != "postgresql":
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+            return
+        table = from_state.apps.get_model(app_label, self.model_name)._meta.db_table
+        schema_editor.execute(f"SET lock_timeout = '{self.LOCK_TIMEOUT}'", None)
+        try:
+            schema_editor.execute(
+                f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {self.name}", None
+            )
+        finally:
+            schema_editor.execute("RESET lock_timeout", None)
+
+    def database_backwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
+        if schema_editor.connection.vendor != "postgresql":
+            super().database_backwards(app_label, schema_editor, from_state, to_state)
+            return
+        model = to_state.apps.get_model(app_label, self.model_name)
+        constraint = next(c for c in model._meta.constraints if c.name == self.name)
+        table = model._meta.db_table
+        columns = ", ".join(model._meta.get_field(f).column for f in constraint.fields)
+        schema_editor.execute(
+            f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {self.name} ON {table} ({columns})",
+            None,
+        )
+        schema_editor.execute(
+            f"ALTER TABLE {table} ADD CONSTRAINT {self.name} UNIQUE USING INDEX {self.name}", None
+        )

@@ -25,7 +25,6 @@ PAIR_TABLE_INDEXES = {
     "credits_usagerecord": {
         "credits_usagerecord_pkey",
         "usage_account_settled_id",
-        "usage_unique_request_id",
     },
 }
 
