@@ -6,7 +6,7 @@ Plain Django views, not DRF: these run on every end-user request, and a probe me
 per-request machinery plus the ORM at a sixth of the throughput of a plain view calling one SQL
 function. The rest of the API stays DRF.
 
-Authorize, in the contract's order: a request id allowed before replays its stored decision
+Authorize, in the contract's order: a request id allowed before replays its first answer
 (another key: 409); the key (401); the account frozen (403); an available credit (403); the
 three rate-limit windows of the key's tier (429); then the hold. On PostgreSQL, a key this
 process has seen before is authorized in one database call after the limiter (see
