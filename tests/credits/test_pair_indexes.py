@@ -20,6 +20,7 @@ PAIR_TABLE_INDEXES = {
         "entry_account_newest",
         "entry_created_by",
         "entry_kind_created",
+        "entry_reference_not_charge",
         "entry_unique_idempotency_key",
     },
     "credits_usagerecord": {
@@ -55,3 +56,12 @@ def test_the_index_of_staff_written_entries_leaves_the_charges_out() -> None:
         )
         (definition,) = cursor.fetchone()
     assert definition.endswith("(created_by_id) WHERE (created_by_id IS NOT NULL)")
+
+
+def test_the_index_of_references_leaves_the_charges_out() -> None:
+    """The admin's exact search by reference (issue 23) costs the pair nothing: charges are
+    found through their hold's request id."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_indexdef('entry_reference_not_charge'::regclass)")
+        (definition,) = cursor.fetchone()
+    assert definition.endswith("(reference) WHERE (NOT ((kind)::text = 'charge'::text))")
