@@ -398,9 +398,10 @@ def prepare(name: str, n: int) -> Subject:
         email="scale-staff@example.com",
         defaults={"is_staff": True, "is_superuser": True, "invite_code": "SCALESTAFF"},
     )
-    staff_client = Client()
+    # A page that fails (the old version's 30-second statement timeout) is a status, not a crash.
+    staff_client = Client(raise_request_exception=False)
     staff_client.force_login(staff)
-    user_client = Client()
+    user_client = Client(raise_request_exception=False)
     tokens = {
         account: AuthToken.objects.create(User.objects.get(email=email_of(account)))[1]
         for account in (HEAVY[0], QUIET)
@@ -486,7 +487,8 @@ def timed(subject: Subject, page: str) -> float:
 def run(subjects: list[Subject], runs: int, slow_ms: float) -> None:
     """Warm up each page once, then `runs` rounds, each asking every size every page in turn
     (a busy machine weighs on every size alike). A page whose warm-up took over `slow_ms` is
-    timed twice only (the version before the fixes took seconds)."""
+    timed once more only (the version before the fixes took seconds, up to the 30-second
+    statement timeout)."""
     pages = list(subjects[0].urls)
     slow: set[tuple[str, str]] = set()
     for subject in subjects:
@@ -498,7 +500,7 @@ def run(subjects: list[Subject], runs: int, slow_ms: float) -> None:
         for subject in subjects:
             use_database(subject.name)
             for page in pages:
-                if (subject.name, page) in slow and round_no >= 2:
+                if (subject.name, page) in slow and round_no >= 1:
                     continue
                 subject.samples.setdefault(page, []).append(timed(subject, page))
 
