@@ -277,6 +277,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # Auto top-up: accounts stamped by the ledger whose kick was lost, and charges whose task
     # was lost or met Stripe away (credits/payments/autotopup.py).
     "auto-topups-sweep": {"task": "credits.payments.auto_topups_sweep", "schedule": 10.0},
+    # The closed hours' usage totals of the admin index (credits/usage/models.py).
+    "usage-hours-roll-up": {"task": "credits.usage.usage_hours_roll_up", "schedule": 60.0},
 }
 
 # --- Auth and API ---------------------------------------------------------------------------
