@@ -45,6 +45,11 @@ DEBUG = env_bool("DEBUG")
 # Staff log in to the admin with a second factor (config/admin_site.py); on unless DEBUG.
 ADMIN_REQUIRE_2FA = env_bool("ADMIN_REQUIRE_2FA", default=not DEBUG)
 OTP_TOTP_ISSUER = os.environ.get("OTP_TOTP_ISSUER", "Kimi billing admin")
+# Every admin page read (GET) stops any statement that runs longer than this (PostgreSQL's
+# `statement_timeout`, for that request's transaction only) and answers a clear 503 page
+# instead (config/admin_site.py): a page that would scan a large table cannot hold a connection
+# and a core for the global DB_STATEMENT_TIMEOUT_MS. 0 turns it off.
+ADMIN_STATEMENT_TIMEOUT_MS = env_int("ADMIN_STATEMENT_TIMEOUT_MS", 3_000)
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
@@ -272,6 +277,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # Auto top-up: accounts stamped by the ledger whose kick was lost, and charges whose task
     # was lost or met Stripe away (credits/payments/autotopup.py).
     "auto-topups-sweep": {"task": "credits.payments.auto_topups_sweep", "schedule": 10.0},
+    # The closed hours' usage totals of the admin index (credits/usage/models.py).
+    "usage-hours-roll-up": {"task": "credits.usage.usage_hours_roll_up", "schedule": 60.0},
 }
 
 # --- Auth and API ---------------------------------------------------------------------------

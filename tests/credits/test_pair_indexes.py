@@ -19,7 +19,10 @@ PAIR_TABLE_INDEXES = {
         "credits_ledgerentry_lot_id_e8f6f51f",
         "entry_account_newest",
         "entry_created_by",
+        "entry_account_kind_newest",
         "entry_kind_created",
+        "entry_kind_newest",
+        "entry_reference_not_charge",
         "entry_unique_idempotency_key",
     },
     "credits_usagerecord": {
@@ -55,3 +58,21 @@ def test_the_index_of_staff_written_entries_leaves_the_charges_out() -> None:
         )
         (definition,) = cursor.fetchone()
     assert definition.endswith("(created_by_id) WHERE (created_by_id IS NOT NULL)")
+
+
+@pytest.mark.parametrize(
+    ("index", "columns"),
+    [
+        ("entry_reference_not_charge", "(reference)"),
+        ("entry_kind_newest", "(kind, id DESC)"),
+        ("entry_account_kind_newest", "(account_id, kind, id DESC)"),
+    ],
+)
+def test_the_indexes_of_the_admins_lists_leave_the_charges_out(index: str, columns: str) -> None:
+    """The admin's exact search and the lists of one kind (issue 23) cost the pair nothing:
+    a charge is found through its hold's request id, and the newest charges are the newest
+    entries."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_indexdef(%s::regclass)", [index])
+        (definition,) = cursor.fetchone()
+    assert definition.endswith(f"{columns} WHERE (NOT ((kind)::text = 'charge'::text))")
