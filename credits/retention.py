@@ -16,49 +16,68 @@ still reserved; the sweep expires it first), and the ledger (a committed hold's 
 stays, and `reconcile()` reads holds only to compare each remaining one with its entry and the
 live ones with the reservations, so it stays clean).
 
-Why deletes and not partitions: see credits/gateway/partitions.py. The deletes are bounded
-(`batch` rows a statement, one short transaction each) and walk the expired range in time
-windows, so that each statement reads only the part of the table its window covers: on
-PostgreSQL a BRIN index on `created_at` (migration credits 0019: a few pages for millions of
-rows, and no index entry per insert, unlike a B-tree) leads every statement to its window's
-pages; on SQLite (the embedded default, small tables) each statement scans the table.
+**How, without an index of its own.** Why deletes and not partitions: see
+credits/gateway/partitions.py. A hold's id is a version 7 UUID made from its `created_at`
+(config/ids.py), so the holds created before an instant are a prefix of the primary key. The
+deletes walk that prefix in key order, `batch` keys a statement (one short transaction each),
+each statement starting after the last key the previous one read: every key is read once, the
+work is in proportion to what is deleted, and no index entry is added to the pair (a B-tree on
+`created_at` would add two per pair, its insert and its settle's non-HOT update; a BRIN's
+summaries widen for good once deleted space is reused). The age test itself is `created_at`, so
+an id is only the order of the walk, never the reason to delete.
+
+Holds made before version 7 ids (random version 4 UUIDs) sort anywhere: they are found by a
+second walk, of the keys above the time-ordered range (all but about 1 in 160 of them; the
+first walk reads those that sort below it); the second walk reads every such hold each run
+until the last of them is past the retention, and nothing afterwards.
+
+On SQLite (the embedded default) the same walk runs over its primary key index.
 """
 
 from datetime import datetime, timedelta
+from uuid import UUID
 
-from django.db.models import Min, QuerySet
+from config.ids import uuid7_floor
 
 from .models import Hold, HoldStatus
 
 BATCH = 5_000
-WINDOW = timedelta(hours=1)
+_LOWEST = UUID(int=0)
 
 
-def holds_prune(*, now: datetime, days: int, batch: int = BATCH, window: timedelta = WINDOW) -> int:
+def holds_prune(*, now: datetime, days: int, batch: int = BATCH) -> int:
     """Delete the settled holds created more than `days` days before `now`; how many. 0 days:
     nothing (keep forever)."""
     if days <= 0:
         return 0
     cutoff = now - timedelta(days=days)
-    settled = Hold.objects.filter(created_at__lt=cutoff).exclude(status=HoldStatus.LIVE)
-    start = settled.aggregate(oldest=Min("created_at"))["oldest"]
-    deleted = 0
-    while start is not None and start < cutoff:
-        end = min(start + window, cutoff)
-        deleted += _window_delete(settled.filter(created_at__gte=start, created_at__lt=end), batch)
-        start = end
+    # Time-ordered ids below the cutoff's (and random ones that sort there); then random ones
+    # above every id made so far (a day's margin for clocks ahead).
+    deleted = _walk(cutoff, start=_LOWEST, stop=uuid7_floor(cutoff), batch=batch)
+    deleted += _walk(cutoff, start=uuid7_floor(now + timedelta(days=1)), stop=None, batch=batch)
     return deleted
 
 
-def _window_delete(holds: "QuerySet[Hold]", batch: int) -> int:
+def _walk(cutoff: datetime, *, start: UUID, stop: UUID | None, batch: int) -> int:
     deleted = 0
+    after = start
     while True:
-        ids = list(holds.values_list("pk", flat=True)[:batch])
-        if not ids:
+        keys = Hold.objects.filter(pk__gt=after).order_by("pk")
+        if stop is not None:
+            keys = keys.filter(pk__lt=stop)
+        rows = list(keys.values_list("pk", "created_at", "status")[:batch])
+        if not rows:
             return deleted
-        # The status is checked again by the DELETE itself: a hold is never live again once
-        # settled, so the only row this could spare is one that was never selected.
-        count, _ = Hold.objects.filter(pk__in=ids).exclude(status=HoldStatus.LIVE).delete()
-        deleted += count
-        if len(ids) < batch:
+        after = rows[-1][0]
+        old = [
+            pk
+            for pk, created_at, status in rows
+            if created_at < cutoff and status != HoldStatus.LIVE
+        ]
+        if old:
+            # The status is checked again by the DELETE itself: a hold is never live again
+            # once settled, so this only guards against a row that changed since the read.
+            count, _ = Hold.objects.filter(pk__in=old).exclude(status=HoldStatus.LIVE).delete()
+            deleted += count
+        if len(rows) < batch:
             return deleted

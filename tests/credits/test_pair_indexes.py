@@ -13,8 +13,6 @@ PAIR_TABLE_INDEXES = {
         "hold_unique_request_id",
         "hold_live_account",
         "hold_live_expiry",
-        # BRIN: a summary per 128 pages, no entry per insert (the retention's deletes).
-        "hold_created_brin",
     },
     "credits_ledgerentry": {
         "credits_ledgerentry_pkey",

@@ -4,12 +4,15 @@ ledger, the buckets and every report read from them stay; `reconcile()` stays cl
 gateway's own API, against both implementations of the database side."""
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+from uuid import UUID, uuid4
 
 import pytest
 from django.db import connection
 from django.test import Client
 
+from config.ids import uuid7_floor
 from credits import clock
 from credits.gateway.models import UsageBucket, UsageRecord
 from credits.gateway.partitions import month_add, month_start
@@ -17,6 +20,7 @@ from credits.gateway.retention import usage_delete_before, usage_upkeep
 from credits.models import Hold, HoldStatus, LedgerEntry
 from credits.reconciliation import reconcile
 from credits.retention import holds_prune
+from tests.embedded import embedded_python
 
 from .conftest import Customer, Gateway, funded_customer
 
@@ -83,6 +87,40 @@ def test_settled_holds_past_retention_go_and_a_live_one_or_a_recent_one_stays(
     # The ledger is kept: both charges are still there, and everything reconciles.
     charges = LedgerEntry.objects.filter(account_id=customer.user.pk, kind="charge")
     assert charges.count() == 2
+    assert reconcile() == []
+
+
+def test_hold_ids_follow_their_creation_so_old_holds_are_a_prefix_of_the_key(
+    gateway: Gateway, backend: str
+) -> None:
+    customer = funded_customer(10)
+    first = UUID(gateway.authorize(customer.raw_key, "first")["hold_id"])
+    clock.advance(timedelta(milliseconds=5))
+    second = UUID(gateway.authorize(customer.raw_key, "second")["hold_id"])
+
+    assert first.version == second.version == 7
+    assert first < second
+    for hold in Hold.objects.all():  # each id carries its hold's creation, to the millisecond
+        assert uuid7_floor(hold.created_at) <= hold.pk
+        assert hold.pk < uuid7_floor(hold.created_at + timedelta(milliseconds=1))
+
+
+def test_a_hold_with_a_random_id_from_before_is_pruned_too(gateway: Gateway, backend: str) -> None:
+    """Holds made before time-ordered ids (version 4 UUIDs) sort anywhere in the key."""
+    start = _far_month_day(3)
+    _clock_to(start)
+    customer = funded_customer(10)
+    below, above = UUID(int=1 << 120 | 4 << 76), UUID(int=2**128 - 1)  # of the v7 range
+    for n, legacy_id in enumerate((below, uuid4(), uuid4(), above)):
+        _paired(gateway, customer, f"legacy-{n}", "failure")  # released: no entry names its id
+        Hold.objects.filter(request_id=f"legacy-{n}").update(id=legacy_id)
+    clock.advance(timedelta(days=29))
+    _paired(gateway, customer, "young", "failure")
+    clock.advance(timedelta(days=2))
+
+    assert holds_prune(now=clock.now(), days=30, batch=2) == 4
+
+    assert list(Hold.objects.values_list("request_id", flat=True)) == ["young"]
     assert reconcile() == []
 
 
@@ -202,3 +240,55 @@ def _record(customer: Customer, request_id: str, at: datetime) -> None:
 def postgresql_only() -> None:
     if connection.vendor != "postgresql":
         pytest.skip("partitions are PostgreSQL's")
+
+
+SQLITE_SCRIPT = """
+from datetime import timedelta
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from django.db import connection
+from accounts.models import User
+from credits import clock, services
+from credits.gateway.models import UsageBucket, UsageRecord
+from credits.gateway.retention import usage_upkeep
+from credits.models import Hold, LotSource
+from credits.retention import holds_prune
+assert connection.vendor == "sqlite"
+user = User.objects.create_user("lite@example.com", "pw-pw-pw-pw")
+services.credits_grant(user_id=user.pk, amount=10, source=LotSource.PURCHASE, expires_at=None,
+                       idempotency_key="lite-grant")
+def pair(rid, outcome):
+    services.hold_create(user_id=user.pk, request_id=rid)
+    (services.hold_commit if outcome else services.hold_release)(request_id=rid)
+    UsageRecord.objects.create(request_id=rid, account_id=user.pk, model="m",
+        outcome="success" if outcome else "failure", charged=int(outcome),
+        settled_at=clock.now())
+for n in range(3):
+    pair(f"old-{n}", n % 2)
+idle = User.objects.create_user("idle@example.com", "pw-pw-pw-pw")  # nothing expires its hold
+services.credits_grant(user_id=idle.pk, amount=1, source=LotSource.PURCHASE, expires_at=None,
+                       idempotency_key="idle-grant")
+services.hold_create(user_id=idle.pk, request_id="live")
+clock.advance(timedelta(days=20))
+pair("young", 1)
+clock.advance(timedelta(days=11))
+print(holds_prune(now=clock.now(), days=30, batch=2), usage_upkeep(now=clock.now(), days=30,
+      batch=2).deleted)
+print(sorted(Hold.objects.values_list("request_id", flat=True)),
+      list(UsageRecord.objects.values_list("request_id", flat=True)),
+      sum(UsageBucket.objects.values_list("requests", flat=True)))
+from credits.reconciliation import reconcile
+print(reconcile())
+"""
+
+
+def test_the_embedded_default_prunes_in_batches_too(tmp_path: Path) -> None:
+    """SQLite: no partitions; both retentions delete in bounded batches, same rules."""
+    done = embedded_python(tmp_path, SQLITE_SCRIPT)
+
+    assert done.returncode == 0, done.stderr
+    # 3 old holds and 3 old records deleted; the live hold and the young pair kept; the
+    # buckets still count all 4 requests; the ledger reconciles.
+    assert done.stdout.splitlines()[-3:] == ["3 3", "['live', 'young'] ['young'] 4", "[]"]
