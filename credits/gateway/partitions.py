@@ -221,28 +221,24 @@ def _unique_indexes(cursor: Any, name: str) -> None:
     cursor.execute(f"ALTER TABLE {name} ADD CONSTRAINT {name}_request_id UNIQUE (request_id)")
 
 
-def _create(cursor: Any, month: date) -> None:
-    name = partition_name(month)
-    cursor.execute(
-        f"CREATE TABLE {name} PARTITION OF {TABLE}"
-        f" FOR VALUES FROM ('{_at(month)}') TO ('{_at(month_add(month, 1))}')"
-    )
-    _unique_indexes(cursor, name)
+def _create(cursor: Any, month: date, *, move_default_rows: bool = False) -> None:
+    """The month's partition, built as a table of its own and then attached: ATTACH PARTITION
+    locks the parent in SHARE UPDATE EXCLUSIVE mode, which lets settles insert, where CREATE
+    TABLE ... PARTITION OF would lock it ACCESS EXCLUSIVE. Attaching scans the new table (empty,
+    or the moved rows) and the DEFAULT (empty unless the beat was down).
 
-
-def _create_moving_default_rows(cursor: Any, month: date) -> None:
-    """The month's partition when the DEFAULT holds rows of it (the beat was down): built apart
-    with those rows, which leave the DEFAULT in the same transaction, then attached. The rows
-    are copied into a table that is not yet a partition, so the bucket trigger does not count
-    them twice."""
+    With `move_default_rows` (the DEFAULT holds rows of the month: the beat was down), those
+    rows leave the DEFAULT in the same transaction; they are copied into the table before it is
+    a partition, so the bucket trigger does not count them twice."""
     name = partition_name(month)
     lower, upper = _at(month), _at(month_add(month, 1))
     cursor.execute(f"CREATE TABLE {name} (LIKE {TABLE} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
-    # Identifiers and bounds are ours (names and dates made here), never input.
-    where = f"settled_at >= '{lower}' AND settled_at < '{upper}'"
-    cursor.execute(f"LOCK TABLE {DEFAULT} IN ACCESS EXCLUSIVE MODE")
-    cursor.execute(f"INSERT INTO {name} SELECT * FROM {DEFAULT} WHERE {where}")  # noqa: S608
-    cursor.execute(f"DELETE FROM {DEFAULT} WHERE {where}")  # noqa: S608
+    if move_default_rows:
+        # Identifiers and bounds are ours (names and dates made here), never input.
+        where = f"settled_at >= '{lower}' AND settled_at < '{upper}'"
+        cursor.execute(f"LOCK TABLE {DEFAULT} IN ACCESS EXCLUSIVE MODE")
+        cursor.execute(f"INSERT INTO {name} SELECT * FROM {DEFAULT} WHERE {where}")  # noqa: S608
+        cursor.execute(f"DELETE FROM {DEFAULT} WHERE {where}")  # noqa: S608
     _unique_indexes(cursor, name)
     cursor.execute(
         f"ALTER TABLE {TABLE} ATTACH PARTITION {name} FOR VALUES FROM ('{lower}') TO ('{upper}')"
@@ -278,10 +274,7 @@ def partitions_ensure(cursor: Any, now: datetime, ahead: int = AHEAD) -> list[st
             [_aware(month), _aware(month_add(month, 1))],
         )
         (in_default,) = cursor.fetchone()
-        if in_default:
-            _create_moving_default_rows(cursor, month)
-        else:
-            _create(cursor, month)
+        _create(cursor, month, move_default_rows=bool(in_default))
         created.append(name)
     return created
 
