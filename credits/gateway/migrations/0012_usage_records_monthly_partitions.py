@@ -14,9 +14,9 @@ The existing table is not copied: it becomes the first partition.
    bucket trigger moved to the parent, a new sequence continues the ids, and the next months'
    partitions and the DEFAULT are created.
 
-Measured on 3,000,000 rows (752 MB) with a writer inserting every 5 ms, machine load 7 on 2
-cores: step 1 took 0.8 s and blocked nothing; step 2 held the lock 114 ms; the writer's slowest
-insert 107 ms (README, "Data growth").
+Measured on 3,000,000 rows (752 MB) with a writer inserting every 5 ms, load 5-7 on 2 cores
+(bench/partitions.py): step 1 took 0.8-1.0 s and blocked nothing; step 2 held the lock
+114-133 ms; the writer's slowest insert 104-136 ms (README, "Partitions and retention").
 
 SQLite (the embedded default) has no partitions: nothing to do; retention deletes in batches.
 Not reversible: going back would copy every row.
