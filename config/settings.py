@@ -279,6 +279,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "auto-topups-sweep": {"task": "credits.payments.auto_topups_sweep", "schedule": 10.0},
     # The closed hours' usage totals of the admin index (credits/usage/models.py).
     "usage-hours-roll-up": {"task": "credits.usage.usage_hours_roll_up", "schedule": 60.0},
+    # Data growth (issue 23): the coming months' usage partitions and USAGE_RETENTION_DAYS
+    # (credits/gateway/partitions.py), HOLD_RETENTION_DAYS (credits/retention.py).
+    "usage-upkeep": {"task": "credits.gateway.usage_upkeep", "schedule": 3600.0},
+    "holds-prune": {"task": "credits.tasks.holds_prune", "schedule": 3600.0},
 }
 
 # --- Auth and API ---------------------------------------------------------------------------
@@ -348,6 +352,13 @@ SPECTACULAR_SETTINGS = {
 
 # --- Product settings (CONTRACT.md, "Configuration") ----------------------------------------
 HOLD_TTL_SECONDS = env_int("HOLD_TTL_SECONDS", 660)
+# Retention (issue 23, README "Data growth"): settled holds and usage records older than this
+# many days are deleted (usage: whole monthly partitions dropped on PostgreSQL). 0 = forever.
+HOLD_RETENTION_DAYS = env_int("HOLD_RETENTION_DAYS", 0)
+USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 0)
+for _name in ("HOLD_RETENTION_DAYS", "USAGE_RETENTION_DAYS"):
+    if globals()[_name] < 0:
+        raise ImproperlyConfigured(f"{_name} must be 0 (keep forever) or a number of days")
 MAX_KEYS_PER_USER = env_int("MAX_KEYS_PER_USER", 25)
 # Keys created per account in any rolling hour (revoked ones count): rate limits are per key, so
 # revoke-and-recreate must not reset them (accounts/services.py). 0 = no limit.

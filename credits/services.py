@@ -29,6 +29,7 @@ from django.db.models import F, Min, Q, QuerySet, Sum
 
 from accounts import budgets
 from accounts.models import ApiKey, User
+from config.ids import uuid7
 
 from . import clock, locks, notices
 from .errors import (
@@ -670,6 +671,8 @@ def hold_create(
         lot.reserved += amount
         lot.save(update_fields=["reserved"])
         hold = Hold.objects.create(
+            # Time-ordered (config/ids.py), as the SQL path's: the retention walks the key.
+            id=uuid7(now),
             account=account,
             lot=lot,
             request_id=request_id,

@@ -4,8 +4,9 @@ Correctness never depends on these: every money operation writes what has come d
 account first. The sweep only keeps idle accounts' entries timely."""
 
 from celery import shared_task
+from django.conf import settings
 
-from . import notices, services
+from . import clock, notices, retention, services
 
 
 @shared_task(name="credits.tasks.sweep_expired", ignore_result=True)
@@ -24,3 +25,9 @@ def notices_sweep(limit: int = 100) -> int:
     """`credits.expiring` for lots whose notice is due and `key.expiring` for keys expiring
     within 7 days (credits.notices). Two beats racing write each notice once."""
     return notices.notices_sweep(limit=limit)
+
+
+@shared_task(name="credits.tasks.holds_prune", ignore_result=True)
+def holds_prune() -> int:
+    """Delete settled holds past `HOLD_RETENTION_DAYS` (credits.retention); never a live one."""
+    return retention.holds_prune(now=clock.now(), days=settings.HOLD_RETENTION_DAYS)

@@ -25,12 +25,16 @@ PAIR_TABLE_INDEXES = {
         "entry_reference_not_charge",
         "entry_unique_idempotency_key",
     },
-    "credits_usagerecord": {
-        "credits_usagerecord_pkey",
-        "usage_account_settled_id",
-        "usage_unique_request_id",
-    },
+    # Partitioned (credits/gateway/partitions.py): the parent's one index; each partition's
+    # are checked below.
+    "credits_usagerecord": {"usage_account_settled_id"},
 }
+
+# Each usage partition: its primary key, its unique request id, and its part of the parent's
+# (account, settled_at, id): the three entries a settle wrote before partitioning.
+PARTITION_INDEX_COLUMNS = sorted(
+    [("id", True), ("request_id", True), ("account_id, settled_at, id", False)]
+)
 
 
 @pytest.fixture(autouse=True)
@@ -49,6 +53,26 @@ def test_the_tables_a_pair_inserts_into_carry_only_the_indexes_something_reads()
         for table, index in cursor.fetchall():
             found.setdefault(table, set()).add(index)
     assert found == PAIR_TABLE_INDEXES
+
+
+def test_every_usage_partition_carries_the_three_indexes_of_a_settle_and_no_more() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT c.relname, pg_get_indexdef(x.indexrelid), x.indisunique
+              FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+              JOIN pg_index x ON x.indrelid = c.oid
+             WHERE i.inhparent = 'credits_usagerecord'::regclass
+            """
+        )
+        found: dict[str, list[tuple[str, bool]]] = {}
+        for partition, definition, unique in cursor.fetchall():
+            columns = definition.rsplit(" (", 1)[1].rstrip(")")
+            found.setdefault(partition, []).append((columns, unique))
+    assert "credits_usagerecord_default" in found
+    assert len(found) >= 3  # the legacy table, the months ahead, the DEFAULT
+    for partition, indexes in found.items():
+        assert sorted(indexes) == PARTITION_INDEX_COLUMNS, partition
 
 
 def test_the_index_of_staff_written_entries_leaves_the_charges_out() -> None:
