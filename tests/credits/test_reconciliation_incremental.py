@@ -3,22 +3,41 @@ run finds among the entries, accounts, lots and holds touched since, advances a 
 where everything agreed, and never past an entry a still-open transaction may yet commit below."""
 
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
 from celery.schedules import crontab
-from django.conf import settings
-from django.db import connection
+from django.conf import settings as django_settings
+from django.db import DatabaseError, connection, transaction
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    invariant,
+    multiple,
+    rule,
+    run_state_machine_as_test,
+)
 
 from credits import services, tasks
-from credits.models import LedgerEntry, Lot, ReconcileCheckpoint, ReconcileLotCheckpoint
+from credits.errors import HoldAlreadySettled, InsufficientCredits
+from credits.models import (
+    LedgerEntry,
+    Lot,
+    LotSource,
+    ReconcileCheckpoint,
+    ReconcileLotCheckpoint,
+)
 from credits.reconciliation import reconcile
 from credits.reconciliation_incremental import (
     ReconcileBusy,
     reconcile_incremental,
 )
 from tests.credits.conftest import funded_user
+from tests.credits.test_services_stateful import LedgerMachine
 from tests.processes import database_url
 
 pytestmark = pytest.mark.skipif(
@@ -329,7 +348,158 @@ def test_the_nightly_task_logs_each_discrepancy_and_the_beat_runs_it_every_night
     assert f"ledger discrepancy: {user}: consumed is 7, the ledger says 3" in caplog.text
     assert tasks.reconcile_full() == 1
 
-    beat = settings.CELERY_BEAT_SCHEDULE
+    beat = django_settings.CELERY_BEAT_SCHEDULE
     assert beat["reconcile-incremental"]["task"] == "credits.tasks.reconcile_incremental"
     assert str(beat["reconcile-incremental"]["schedule"]) == str(crontab(hour=3, minute=15))
     assert beat["reconcile-full"]["task"] == "credits.tasks.reconcile_full"
+
+
+# --- equivalence with the full run on random histories --------------------------------------
+
+
+class IncrementalLedgerMachine(LedgerMachine):
+    """The ledger machine of `test_services_stateful` (every operation, expiries, claw-backs,
+    sweeps, late commits, through the services) with incremental runs at random points: they
+    advance the checkpoints, and after every step the incremental run from wherever they are
+    agrees with the full one (which the base machine checks against the spec)."""
+
+    @rule()
+    def reconcile_incrementally(self) -> None:
+        assert reconcile_incremental().found == []
+
+    @invariant()
+    def the_incremental_run_finds_what_the_full_run_finds(self) -> None:
+        assert reconcile_incremental(advance=False).found == reconcile()
+
+
+class TamperingMachine(RuleBasedStateMachine):
+    """Random honest operations, incremental runs and tampering of every kind the incremental
+    run covers (a cached figure of an account or lot, a live hold's `charged`, an entry
+    inserted behind the services' back with any `balance_after`): after every step the
+    incremental run from the checkpoints finds exactly what the full run finds."""
+
+    holds = Bundle("holds")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._atomic = transaction.atomic()
+        self._atomic._from_testcase = True  # type: ignore[attr-defined]
+        self._atomic.__enter__()
+        self.users = [funded_user((20, None), (5, None)).pk for _ in range(3)]
+        self.tampered_holds: set[str] = set()
+
+    def teardown(self) -> None:
+        transaction.set_rollback(True)
+        self._atomic.__exit__(None, None, None)
+
+    def _try(self, operation: Any) -> Any:
+        # After tampering, an operation may meet a CHECK (reserved above the balance, say):
+        # refused, it writes nothing, as in production.
+        try:
+            with transaction.atomic():
+                return operation()
+        except (DatabaseError, InsufficientCredits, HoldAlreadySettled):
+            return None
+
+    @rule(target=holds, n=st.integers(0, 2))
+    def hold(self, n: int) -> Any:
+        request_id = f"req-{uuid4()}"
+        done = self._try(lambda: services.hold_create(user_id=self.users[n], request_id=request_id))
+        return request_id if done else multiple()
+
+    @rule(request_id=consumes(holds), commit=st.booleans())
+    def settle(self, request_id: str, commit: bool) -> None:
+        if request_id in self.tampered_holds:
+            return  # ended, it would be a settled hold with a wrong `charged`: the full run's
+        call = services.hold_commit if commit else services.hold_release
+        self._try(lambda: call(request_id=request_id))
+
+    @rule(n=st.integers(0, 2), amount=st.integers(1, 9))
+    def grant(self, n: int, amount: int) -> None:
+        self._try(
+            lambda: services.credits_grant(
+                user_id=self.users[n],
+                amount=amount,
+                source=LotSource.PURCHASE,
+                idempotency_key=f"grant:{uuid4()}",
+            )
+        )
+
+    @rule(advance=st.booleans())
+    def reconcile_incrementally(self, advance: bool) -> None:
+        reconcile_incremental(advance=advance)
+
+    @rule(
+        n=st.integers(0, 2),
+        column=st.sampled_from(["balance", "consumed", "reserved"]),
+        by=st.integers(-3, 3).filter(bool),
+    )
+    def tamper_account(self, n: int, column: str, by: int) -> None:
+        self._try(
+            lambda: _sql(
+                f"UPDATE credits_creditaccount SET {column} = {column} + %s WHERE user_id = %s",
+                by,
+                self.users[n],
+            )
+        )
+
+    @rule(
+        n=st.integers(0, 2),
+        column=st.sampled_from(["remaining", "reserved"]),
+        by=st.integers(-3, 3).filter(bool),
+    )
+    def tamper_lot(self, n: int, column: str, by: int) -> None:
+        self._try(
+            lambda: _sql(
+                f"UPDATE credits_lot SET {column} = {column} + %s"
+                " WHERE id = (SELECT min(id) FROM credits_lot WHERE account_id = %s)",
+                by,
+                self.users[n],
+            )
+        )
+
+    @rule(request_id=holds)
+    def tamper_live_hold(self, request_id: str) -> None:
+        self.tampered_holds.add(request_id)
+        _sql(
+            "UPDATE credits_hold SET charged = 1 WHERE request_id = %s AND status = 'live'",
+            request_id,
+        )
+
+    @rule(n=st.integers(0, 2), amount=st.integers(-3, 3).filter(bool), after=st.integers(0, 40))
+    def insert_entry(self, n: int, amount: int, after: int) -> None:
+        lot = Lot.objects.filter(account_id=self.users[n]).earliest("id")
+        _sql(
+            "INSERT INTO credits_ledgerentry (account_id, lot_id, kind, amount, balance_after,"
+            " idempotency_key, reference, reason, created_at)"
+            " VALUES (%s, %s, 'adjust', %s, %s, %s, '', '', now())",
+            self.users[n],
+            lot.pk,
+            amount,
+            after,
+            f"behind-the-back:{uuid4()}",
+        )
+
+    @invariant()
+    def the_incremental_run_finds_what_the_full_run_finds(self) -> None:
+        assert reconcile_incremental(advance=False).found == reconcile()
+
+
+MACHINE_SETTINGS = settings(
+    max_examples=25,
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@pytest.mark.timeout(1200)
+@pytest.mark.django_db
+def test_random_histories_with_incremental_runs_agree_with_the_full_run() -> None:
+    run_state_machine_as_test(IncrementalLedgerMachine, settings=MACHINE_SETTINGS)
+
+
+@pytest.mark.timeout(1200)
+@pytest.mark.django_db
+def test_random_tampering_is_found_by_the_incremental_run_as_by_the_full_one() -> None:
+    run_state_machine_as_test(TamperingMachine, settings=MACHINE_SETTINGS)
