@@ -220,11 +220,11 @@ def _accounts(cursor: Any) -> list[Discrepancy]:
         cursor,
         """
         WITH moved AS (
-            SELECT account_id, SUM(amount) AS amount,
-                   COALESCE(SUM(amount) FILTER (WHERE kind = %(charge)s), 0) AS charged
+            SELECT account_id, SUM(amount)::bigint AS amount,
+                   COALESCE(SUM(amount) FILTER (WHERE kind = %(charge)s), 0)::bigint AS charged
               FROM reconcile_new GROUP BY account_id
         ), live AS (
-            SELECT account_id, SUM(amount) AS amount
+            SELECT account_id, SUM(amount)::bigint AS amount
               FROM credits_hold WHERE status = %(live)s GROUP BY account_id
         )
         SELECT * FROM (
@@ -257,7 +257,8 @@ def _entries(cursor: Any) -> list[Discrepancy]:
         SELECT account_id, id, balance_after, running FROM (
             SELECT n.account_id, n.id, n.balance_after,
                    COALESCE(c.balance, 0)
-                   + SUM(n.amount) OVER (PARTITION BY n.account_id ORDER BY n.id) AS running
+                   + (SUM(n.amount) OVER (PARTITION BY n.account_id ORDER BY n.id))::bigint
+                   AS running
               FROM reconcile_new n
               LEFT JOIN credits_reconcilecheckpoint c ON c.account_id = n.account_id
         ) r
@@ -326,10 +327,10 @@ def _lots(cursor: Any) -> list[Discrepancy]:
         cursor,
         """
         WITH moved AS (
-            SELECT account_id, lot_id, SUM(amount) AS amount
+            SELECT account_id, lot_id, SUM(amount)::bigint AS amount
               FROM reconcile_new GROUP BY account_id, lot_id
         ), live AS (
-            SELECT account_id, lot_id, SUM(amount) AS amount
+            SELECT account_id, lot_id, SUM(amount)::bigint AS amount
               FROM credits_hold WHERE status = %(live)s GROUP BY account_id, lot_id
         )
         SELECT * FROM (

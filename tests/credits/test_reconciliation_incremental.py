@@ -200,6 +200,7 @@ def test_a_wrong_cached_figure_since_the_checkpoint_is_found_as_the_full_run_fin
 
     assert _what(run.found, user) == expected
     assert run.found == reconcile()
+    assert {type(d.computed) for d in run.found} == {int}  # not Decimal, as SUM returns
     # Not advanced past the discrepancy; the honest account is.
     assert _checkpoint(user) == before
     assert _checkpoint(honest) == _last_entry(honest)
