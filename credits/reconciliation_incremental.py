@@ -17,17 +17,23 @@ Then it advances the checkpoint of every account on which all of that agreed, to
 read that is at most the *horizon*, in the same transaction (REPEATABLE READ: the same snapshot).
 An account with any discrepancy keeps its checkpoint, so the next run reads it again from there
 and reports it again until it is put right. It locks no account, lot or hold row; it writes
-only the checkpoint tables (and a temporary table of the entries read).
+only the checkpoint tables (and a temporary table of the entries read). Its cost is the
+entries since the checkpoints plus one pass over the accounts and lots (one row per customer
+and per grant), whatever the ledger's size.
 
 The horizon, because ids are not commit order: an identity id is taken at insert, so a
 transaction holding id 100 can commit after one holding id 101 has, and a snapshot between the
 two sees 101 but not 100. A checkpoint past 100 would never read it. Every money operation
 locks its account row (which gives it a transaction id) before it inserts an entry, so before
 its snapshot the run reads the sequence's last value L, then the next transaction id X0: every
-transaction that took an id up to L has an id below X0. Its snapshot then must have no
-transaction below X0 still running (`pg_snapshot_xmin >= X0`); it waits up to `settle_seconds`
-for the ones running to end (money operations take milliseconds). If one is still open (a
-stuck session), the run verifies but advances nothing, and says so. Checkpoints never pass L.
+transaction that took an id up to L has an id below X0. Its snapshot then must show none of
+those still running (`pg_snapshot_xip`), except ones the activity view places in another
+database (a snapshot spans the whole server; another database cannot write this ledger); it
+waits up to `settle_seconds` for them to end (money operations take milliseconds). If one is
+still open (a stuck session), the run verifies but advances nothing, and says so. (A writer
+that inserted an entry without locking first, as its transaction's first write, would get its
+transaction id microseconds after its entry id, and could slip between L and X0: none does.)
+Checkpoints never pass L.
 A sequence with CACHE > 1 hands out ids out of order by design: then nothing is advanced.
 
 What a checkpoint cannot catch, and why the full run stays: an entry changed or deleted below a
@@ -84,7 +90,7 @@ def reconcile_incremental(
     """Every disagreement since the checkpoints, read from one snapshot; with `advance`, the
     checkpoints of the accounts that agree moved forward in the same transaction."""
     if connection.vendor != "postgresql":
-        return IncrementalRun(reconcile(), entries=0, advanced=0, horizon=None)
+        return IncrementalRun(reconcile(), entries=0, advanced=0, horizon=None, advance=False)
     outermost = not connection.in_atomic_block
     mark = _mark() if advance else None
     if mark is not None and outermost:
