@@ -298,14 +298,16 @@ def _few(cursor: Any, entries: int) -> bool:
 def _holds(cursor: Any, *, one_by_one: bool) -> list[Discrepancy]:
     """The holds named by a charge read (compared with that very entry: its key is unique), and
     the live holds (whose charge entry, if any, is looked up by its key). A few are read one by
-    one through their primary key; many, by the planner's choice (a hash join): at 303,000
-    charges the lookups took 9.8 s."""
+    one through their primary key, sorted by it (neighbours share index pages: 0.72 of the
+    unsorted time, two interleaved pairs at 100,000 charges among 10 million holds); many, by
+    the planner's choice (a hash join): one by one, 303,000 charges took 9.8 s."""
     fence = "OFFSET 0" if one_by_one else ""
     rows = _rows(
         cursor,
         f"""
         SELECT h.account_id, h.request_id, h.charged, -n.amount
-          FROM reconcile_new n
+          FROM (SELECT hold_id, amount FROM reconcile_new WHERE hold_id IS NOT NULL
+                 ORDER BY hold_id) n
          CROSS JOIN LATERAL (
                -- OFFSET 0: by its key, one at a time (else a hash join reads every hold).
                SELECT * FROM credits_hold h WHERE h.id = n.hold_id {fence}
