@@ -22,6 +22,7 @@ class Migration(migrations.Migration):
                 ('balance', models.BigIntegerField(help_text='The sum of its entries up to `entry_id`.')),
                 ('consumed', models.BigIntegerField(help_text='Its charges up to `entry_id`, as a positive sum.')),
                 ('verified_at', models.DateTimeField()),
+                ('stuck', models.BooleanField(default=False)),
             ],
         ),
         migrations.CreateModel(

@@ -28,6 +28,10 @@ class ReconcileCheckpoint(models.Model):
     balance = models.BigIntegerField(help_text="The sum of its entries up to `entry_id`.")
     consumed = models.BigIntegerField(help_text="Its charges up to `entry_id`, as a positive sum.")
     verified_at = models.DateTimeField()
+    # The last run found a discrepancy on the account: the next reads it from `entry_id` on its
+    # own. The others were all verified through that run's horizon, so the next run reads
+    # their entries in one range of the newest ids (`reconciliation_incremental`).
+    stuck = models.BooleanField(default=False)
 
     def __str__(self) -> str:
         return f"checkpoint of {self.account_id} at entry {self.entry_id}"

@@ -252,6 +252,28 @@ def test_a_discrepancy_is_reported_run_after_run_until_it_is_put_right(
 
 
 @pytest.mark.django_db
+def test_an_account_opened_since_the_last_run_is_read_whole_and_marked_when_it_disagrees(
+    checkpointed: tuple[UUID, UUID],
+) -> None:
+    honest, _ = checkpointed
+    newcomer, idle = funded_user((4, None)).pk, funded_user().pk  # `idle` has no entry at all
+    _sql("UPDATE credits_creditaccount SET balance = 5 WHERE user_id = %s", newcomer)
+
+    run = reconcile_incremental()
+
+    assert _what(run.found, newcomer) == {("balance", 5, 4)} and run.found == reconcile()
+    stuck = ReconcileCheckpoint.objects.get(account_id=newcomer)
+    assert (stuck.stuck, stuck.entry_id) == (True, 0)  # nothing of it verified yet
+    assert not ReconcileCheckpoint.objects.get(account_id=idle).stuck
+    assert not ReconcileCheckpoint.objects.get(account_id=honest).stuck
+
+    _sql("UPDATE credits_creditaccount SET balance = 4 WHERE user_id = %s", newcomer)
+    assert reconcile_incremental().found == []
+    assert _checkpoint(newcomer) == _last_entry(newcomer)
+    assert not ReconcileCheckpoint.objects.get(account_id=newcomer).stuck
+
+
+@pytest.mark.django_db
 def test_without_advancing_the_checkpoints_stay_where_they_were(
     checkpointed: tuple[UUID, UUID],
 ) -> None:
