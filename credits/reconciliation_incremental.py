@@ -75,8 +75,11 @@ class IncrementalRun:
     advanced: int  # checkpoints moved forward
     horizon: int | None  # the highest id a checkpoint may reach; None: none moved
     advance: bool = True
+    full: bool = False  # SQLite: the full run ran instead
 
     def summary(self) -> str:
+        if self.full:
+            return "the full reconciliation (SQLite keeps no checkpoints)"
         if not self.advance:
             moved = "checkpoints left as they were"
         elif self.horizon is None:
@@ -92,7 +95,7 @@ def reconcile_incremental(
     """Every disagreement since the checkpoints, read from one snapshot; with `advance`, the
     checkpoints of the accounts that agree moved forward in the same transaction."""
     if connection.vendor != "postgresql":
-        return IncrementalRun(reconcile(), entries=0, advanced=0, horizon=None, advance=False)
+        return IncrementalRun(reconcile(), 0, 0, None, advance=False, full=True)
     outermost = not connection.in_atomic_block
     mark = _mark() if advance else None
     if mark is not None and outermost:
