@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dj_database_url
 import dj_email_url
+from celery.schedules import crontab
 from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
 from pythonjsonlogger.core import RESERVED_ATTRS as JSON_LOG_RESERVED_ATTRS
@@ -283,6 +284,17 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # (credits/gateway/partitions.py), HOLD_RETENTION_DAYS (credits/retention.py).
     "usage-upkeep": {"task": "credits.gateway.usage_upkeep", "schedule": 3600.0},
     "holds-prune": {"task": "credits.tasks.holds_prune", "schedule": 3600.0},
+    # Reconciliation (credits/reconciliation_incremental.py): the day's entries nightly, from the
+    # per-account checkpoints (seconds); the whole ledger weekly, for what a checkpoint cannot
+    # see (minutes, and its snapshot holds back VACUUM meanwhile: off-peak). Both UTC.
+    "reconcile-incremental": {
+        "task": "credits.tasks.reconcile_incremental",
+        "schedule": crontab(hour=3, minute=15),
+    },
+    "reconcile-full": {
+        "task": "credits.tasks.reconcile_full",
+        "schedule": crontab(hour=4, minute=0, day_of_week="sun"),
+    },
 }
 
 # --- Auth and API ---------------------------------------------------------------------------
