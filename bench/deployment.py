@@ -16,7 +16,9 @@ this machine, each part on its own loopback port:
 Then it checks `/readyz` through HAProxy (database, Redis, both Celery roles `ok`), drives
 authorize+settle pairs through HAProxy with `bench/gateway.py`'s load generator, single settles
 then batched ones, then single settles through one node (a second HAProxy frontend with one
-server: the ratio the issue asks for), and checks the ledger: 0 errors, reconcile clean,
+server), then single settles to a third node of the same size that talks to PostgreSQL directly
+(prepared statements on, no proxy in front: the baseline the issue's "within 15 % of one node
+direct" is measured against), and checks the ledger: 0 errors, reconcile clean,
 charges equal to the successful settles seen by the clients. `--faults` adds a phase through
 HAProxy during which a web node is killed and started again, PgBouncer is restarted and a
 Celery worker is killed and started again: calls in flight may fail, and it checks that every
@@ -52,6 +54,7 @@ PG_HOST, PG_PORT = "127.0.0.1", 5432
 NO_PERSISTENCE = ["--save", "", "--appendonly", "no"]
 TWO_NODES = "through HAProxy, two nodes, single settles"
 ONE_NODE = "through HAProxy, one node, single settles"
+DIRECT = "one node direct (no HAProxy, no PgBouncer), single settles"
 WORKER = ["--concurrency", "1", "--without-mingle", "--without-gossip"]
 
 
@@ -63,7 +66,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--accounts", type=int, default=50)
     parser.add_argument("--threads", type=int, default=4, help="blocking threads per web node")
     parser.add_argument("--pool-size", type=int, default=10, help="PgBouncer server connections")
-    parser.add_argument("--base-port", type=int, default=18700, help="ports base .. base+5")
+    parser.add_argument("--base-port", type=int, default=18700, help="ports base .. base+6")
     parser.add_argument(
         "--faults",
         action="store_true",
@@ -301,8 +304,8 @@ def main() -> None:
     for tool in ("pgbouncer", "haproxy", "redis-server"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             raise SystemExit(f"{tool} is not installed (apt-get install -y {tool})")
-    ports = list(range(args.base_port, args.base_port + 6))
-    pgbouncer_port, redis_port, haproxy_port, single_port, *node_ports = ports
+    ports = list(range(args.base_port, args.base_port + 7))
+    pgbouncer_port, redis_port, haproxy_port, single_port, direct_port, *node_ports = ports
     folder = Path(tempfile.mkdtemp(prefix="bench-deployment-"))
     folder.chmod(0o755)
     deployment = Deployment(folder)
@@ -341,6 +344,19 @@ def main() -> None:
                 {**env, "INTERNAL_PORT": str(port)},
             )
             deployment.start(f"web{n}", *restart[f"web{n}"])
+        # The baseline node: same size, straight to PostgreSQL (prepared statements and the
+        # startup options on, as a single-machine deployment runs), nothing in front.
+        deployment.start(
+            "direct",
+            [sys.executable, "-m", "config.serve", "internal"],
+            {
+                **env,
+                "INTERNAL_PORT": str(direct_port),
+                "DATABASE_URL": f"postgres://postgres@{PG_HOST}:{PG_PORT}/{args.database}",
+                "DATABASE_PREPARED_STATEMENTS": "",
+                "DATABASE_STARTUP_OPTIONS": "",
+            },
+        )
         celery = str(BIN / "celery")
         for n in range(2):
             restart[f"worker{n}"] = (
@@ -356,7 +372,7 @@ def main() -> None:
         haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
         cfg = haproxy_config(folder, (haproxy_port, single_port), node_ports, args.threads)
         deployment.start("haproxy", [haproxy, "-db", "-f", str(cfg)])
-        for port in node_ports:
+        for port in [*node_ports, direct_port]:
             wait_for(
                 f"web node on {port}",
                 answers(f"http://127.0.0.1:{port}/livez"),
@@ -395,6 +411,7 @@ def main() -> None:
             (TWO_NODES, haproxy_port, False),
             ("through HAProxy, two nodes, batched settles", haproxy_port, True),
             (ONE_NODE, single_port, False),
+            (DIRECT, direct_port, False),
         ]:
             rows[title] = phase(title, port, token, keys, args, batch)
             charged += rows[title]["charged"]
@@ -413,14 +430,20 @@ def main() -> None:
         print("after the run:")
         results["ledger"] = load.check_ledger(charged)
         errors = sum(row["errors"] for title, row in rows.items() if title != "faults")
-        two, one = (rows[title] for title in (TWO_NODES, ONE_NODE))
-        ratio = two["pairs_per_s"] / one["pairs_per_s"] if one["pairs_per_s"] else float("nan")
+        two, one, direct = (rows[title] for title in (TWO_NODES, ONE_NODE, DIRECT))
+
+        def over(row: dict[str, Any], base: dict[str, Any]) -> float:
+            return row["pairs_per_s"] / base["pairs_per_s"] if base["pairs_per_s"] else float("nan")
+
         print(
-            f"  errors {errors}; two nodes at {ratio:.2f} of one node's pairs/s (on 2 shared "
-            "cores the two nodes compete for the same CPUs)"
+            f"  errors {errors}; two nodes through HAProxy + PgBouncer at "
+            f"{over(two, direct):.2f} of one node direct's pairs/s, one node through them at "
+            f"{over(one, direct):.2f} (on 2 shared cores the nodes compete for the same CPUs)"
         )
         results["errors"] = errors
-        results["two_nodes_over_one"] = ratio
+        results["two_nodes_over_one"] = over(two, one)
+        results["two_nodes_over_direct"] = over(two, direct)
+        results["one_node_over_direct"] = over(one, direct)
         out = Path(tempfile.gettempdir()) / "bench-deployment.json"
         out.write_text(json.dumps(results, indent=2, default=str))
         print(f"figures also written to {out}")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dj_database_url
 import dj_email_url
+from celery.schedules import crontab
 from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
 from pythonjsonlogger.core import RESERVED_ATTRS as JSON_LOG_RESERVED_ATTRS
@@ -45,6 +46,11 @@ DEBUG = env_bool("DEBUG")
 # Staff log in to the admin with a second factor (config/admin_site.py); on unless DEBUG.
 ADMIN_REQUIRE_2FA = env_bool("ADMIN_REQUIRE_2FA", default=not DEBUG)
 OTP_TOTP_ISSUER = os.environ.get("OTP_TOTP_ISSUER", "Kimi billing admin")
+# Every admin page read (GET) stops any statement that runs longer than this (PostgreSQL's
+# `statement_timeout`, for that request's transaction only) and answers a clear 503 page
+# instead (config/admin_site.py): a page that would scan a large table cannot hold a connection
+# and a core for the global DB_STATEMENT_TIMEOUT_MS. 0 turns it off.
+ADMIN_STATEMENT_TIMEOUT_MS = env_int("ADMIN_STATEMENT_TIMEOUT_MS", 3_000)
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
@@ -272,6 +278,23 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     # Auto top-up: accounts stamped by the ledger whose kick was lost, and charges whose task
     # was lost or met Stripe away (credits/payments/autotopup.py).
     "auto-topups-sweep": {"task": "credits.payments.auto_topups_sweep", "schedule": 10.0},
+    # The closed hours' usage totals of the admin index (credits/usage/models.py).
+    "usage-hours-roll-up": {"task": "credits.usage.usage_hours_roll_up", "schedule": 60.0},
+    # Data growth (issue 23): the coming months' usage partitions and USAGE_RETENTION_DAYS
+    # (credits/gateway/partitions.py), HOLD_RETENTION_DAYS (credits/retention.py).
+    "usage-upkeep": {"task": "credits.gateway.usage_upkeep", "schedule": 3600.0},
+    "holds-prune": {"task": "credits.tasks.holds_prune", "schedule": 3600.0},
+    # Reconciliation (credits/reconciliation_incremental.py): the day's entries nightly, from the
+    # per-account checkpoints (seconds); the whole ledger weekly, for what a checkpoint cannot
+    # see (minutes, and its snapshot holds back VACUUM meanwhile: off-peak). Both UTC.
+    "reconcile-incremental": {
+        "task": "credits.tasks.reconcile_incremental",
+        "schedule": crontab(hour=3, minute=15),
+    },
+    "reconcile-full": {
+        "task": "credits.tasks.reconcile_full",
+        "schedule": crontab(hour=4, minute=0, day_of_week="sun"),
+    },
 }
 
 # --- Auth and API ---------------------------------------------------------------------------
@@ -341,6 +364,13 @@ SPECTACULAR_SETTINGS = {
 
 # --- Product settings (CONTRACT.md, "Configuration") ----------------------------------------
 HOLD_TTL_SECONDS = env_int("HOLD_TTL_SECONDS", 660)
+# Retention (issue 23, README "Data growth"): settled holds and usage records older than this
+# many days are deleted (usage: whole monthly partitions dropped on PostgreSQL). 0 = forever.
+HOLD_RETENTION_DAYS = env_int("HOLD_RETENTION_DAYS", 0)
+USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 0)
+for _name in ("HOLD_RETENTION_DAYS", "USAGE_RETENTION_DAYS"):
+    if globals()[_name] < 0:
+        raise ImproperlyConfigured(f"{_name} must be 0 (keep forever) or a number of days")
 MAX_KEYS_PER_USER = env_int("MAX_KEYS_PER_USER", 25)
 # Keys created per account in any rolling hour (revoked ones count): rate limits are per key, so
 # revoke-and-recreate must not reset them (accounts/services.py). 0 = no limit.

@@ -22,7 +22,7 @@ from uuid import UUID
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -36,19 +36,20 @@ from django.utils.text import Truncator
 from accounts.admin import UserPanel, user_panel_register
 from accounts.login_sessions import login_sessions_live
 from accounts.models import ApiKey, User, normalize_email
+from config.admin_lists import AFTER, BEFORE, KeysetListAdmin
 from config.audit import audit_record
 from config.text import storable
 
 from . import services
 from .admin_forms import AdjustCreditsForm, FreezeForm
 from .errors import IdempotencyConflict, InsufficientCredits, LedgerLimitExceeded
-from .models import CreditAccount, CreditSettings, LedgerEntry
+from .models import CreditAccount, CreditSettings, EntryKind, Hold, LedgerEntry
 
 ADJUST_PERMISSION = "credits.adjust_credits"
 FREEZE_PERMISSION = "credits.freeze_accounts"
 RECENT_ENTRIES = 20
 
-# The index page shows today's credits sold, consumed and expired (see credits_admin tags).
+# The index page shows today's credits sold, consumed and expired (credits.usage.dashboard).
 admin.site.index_template = "admin/credits/index.html"
 admin.site.site_header = "Kimi billing administration"
 admin.site.site_title = "Kimi billing admin"
@@ -241,10 +242,11 @@ def recent_entries(obj: User) -> SafeString:
     account = _account(obj)
     if account is None:
         return SafeString("")
+    # The ids from the index alone, then the rows (services.entry_ids_newest: a quiet heavy
+    # account's newest entries were a walk of everyone's newer ones).
+    ids = services.entry_ids_newest(account_id=account.pk, limit=RECENT_ENTRIES)
     entries = (
-        LedgerEntry.objects.filter(account=account)
-        .select_related("lot", "created_by")
-        .order_by("-id")[:RECENT_ENTRIES]
+        LedgerEntry.objects.filter(id__in=ids).select_related("lot", "created_by").order_by("-id")
     )
     rows = [
         (
@@ -502,7 +504,12 @@ user_panel_register(
 
 
 class UserEmailFilter(admin.SimpleListFilter):
-    """Filter by the user's exact email (a list of every user would not fit in the sidebar)."""
+    """Filter by the user's exact email (a list of every user would not fit in the sidebar).
+
+    The address is turned into the account's id first (one lookup of the unique email), so the
+    list's query is `account_id = ... ORDER BY id DESC LIMIT`, which `entry_account_newest`
+    serves for the quietest account as for the busiest; a join on the user's email left the
+    planner free to walk everyone's newer entries (10 s at 5 million entries, issue 23)."""
 
     title = "user"
     parameter_name = "user"
@@ -518,7 +525,7 @@ class UserEmailFilter(admin.SimpleListFilter):
         keep = [
             (name, value)
             for name, value in changelist.params.items()
-            if name not in (self.parameter_name, "p")
+            if name not in (self.parameter_name, "p", BEFORE, AFTER)
         ]
         yield {"value": self.value() or "", "keep": keep}
 
@@ -528,15 +535,43 @@ class UserEmailFilter(admin.SimpleListFilter):
             return queryset
         if not storable(value):  # no address holds a NUL, and PostgreSQL refuses it in a query
             return queryset.none()
-        return queryset.filter(account__user__email=normalize_email(value))
+        user_id = User.objects.filter(email=normalize_email(value)).values_list("pk").first()
+        if user_id is None:
+            return queryset.none()
+        return queryset.filter(account_id=user_id[0])
+
+
+REQUEST_REFERENCE = "request:"
+
+
+def entry_search(term: str) -> Q:
+    """The entries a staff search names exactly: by idempotency key, by reference, or by the
+    gateway's request id (with or without `request:`). Every branch is an index lookup, never
+    a scan (issue 23: a substring search read the whole ledger, 8.8 s at 5 million entries):
+
+    - the idempotency key: `entry_unique_idempotency_key`;
+    - a reference of anything but a charge (purchases, referrals, adjustments, signups):
+      `entry_reference_not_charge`, a partial index that charges never write to;
+    - a charge's reference is `request:` + the request id, and its idempotency key `charge:` +
+      its hold's id: the hold is found by its unique request id (`hold_unique_request_id`), so
+      charges are found without an index entry of their own per pair."""
+    request_ids = {term, term.removeprefix(REQUEST_REFERENCE)}
+    hold_ids = Hold.objects.filter(request_id__in=request_ids).values_list("pk", flat=True)
+    keys = {term, *(f"charge:{hold_id}" for hold_id in hold_ids)}
+    return Q(idempotency_key__in=keys) | (Q(reference=term) & ~Q(kind=EntryKind.CHARGE))
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(admin.ModelAdmin):
-    """Append-only, so read-only for everyone: a mistake is corrected by a new adjustment."""
+class LedgerEntryAdmin(KeysetListAdmin):
+    """Append-only, so read-only for everyone: a mistake is corrected by a new adjustment.
+
+    The list stays as fast at 10 million entries as at a thousand (config/admin_lists.py, and
+    the README's "Data growth"): no count, newest first by id (or oldest first: the time
+    column's sort), *Older* / *Newer* by keyset, a user filter on `entry_account_newest`, and
+    an exact search (`entry_search`)."""
 
     list_display = (
-        "created_at",
+        "created",
         "user_email",
         "kind",
         "signed_amount",
@@ -546,12 +581,14 @@ class LedgerEntryAdmin(admin.ModelAdmin):
         "short_reason",
         "created_by",
     )
+    # The one sort an index serves whatever the filters: by id, which grows with time.
+    sortable_by = ("created",)
     list_filter = ("kind", "lot__source", "created_at", UserEmailFilter)
     list_select_related = ("account__user", "lot", "created_by")
-    search_fields = ("reference", "=idempotency_key")
-    search_help_text = "Search by reference, or by an exact idempotency key."
+    # Only shows the search box: get_search_results searches exact values (entry_search).
+    search_fields = ("=reference", "=idempotency_key")
+    search_help_text = "Search by an exact reference (purchase:…), request id or idempotency key."
     ordering = ("-id",)
-    show_full_result_count = False  # one COUNT(*) of the whole ledger less per page
     actions = None
     fields = (
         "id",
@@ -568,11 +605,25 @@ class LedgerEntryAdmin(admin.ModelAdmin):
     )
     readonly_fields = fields
 
-    @admin.display(description="user", ordering="account__user__email")
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if not storable(term):
+            return queryset.none(), False
+        return queryset.filter(entry_search(term)), False
+
+    @admin.display(description="created at", ordering="id")
+    def created(self, obj: LedgerEntry) -> Any:
+        return obj.created_at
+
+    @admin.display(description="user")
     def user_email(self, obj: LedgerEntry) -> str:
         return obj.account.user.email
 
-    @admin.display(description="amount", ordering="amount")
+    @admin.display(description="amount")
     def signed_amount(self, obj: LedgerEntry) -> str:
         return f"{obj.amount:+,d}"
 
@@ -580,7 +631,7 @@ class LedgerEntryAdmin(admin.ModelAdmin):
     def short_reason(self, obj: LedgerEntry) -> str:
         return Truncator(obj.reason).chars(60)
 
-    @admin.display(description="lot source", ordering="lot__source")
+    @admin.display(description="lot source")
     def lot_source(self, obj: LedgerEntry) -> str:
         return obj.lot.source
 

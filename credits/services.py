@@ -20,14 +20,16 @@ hold it comes from).
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Min, Q, Sum
+from django.db.models import F, Min, Q, QuerySet, Sum
 
 from accounts import budgets
 from accounts.models import ApiKey, User
+from config.ids import uuid7
 
 from . import clock, locks, notices
 from .errors import (
@@ -122,6 +124,32 @@ def lots_spendable(*, account: CreditAccount, now: datetime | None = None) -> li
         .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
         .order_by(F("expires_at").asc(nulls_last=True), "id")
     )
+
+
+def entry_ids_newest(
+    *, account_id: Any, kind: str | None = None, before_id: int | None = None, limit: int
+) -> "QuerySet[LedgerEntry, Any]":
+    """The ids of an account's newest entries (of one kind, older than `before_id`), at most
+    `limit`, newest first: a query that reads one index and no table row, meant as the
+    `id__in=` of the query that fetches the rows (the user's ledger, the admin's user page).
+
+    Why two steps (issue 23): asked for `account_id = A ORDER BY id DESC LIMIT n` with the
+    rows' columns, the planner expects an account's entries to be spread evenly and prefers
+    walking the primary key backwards, filtering; for an account whose entries are all old (a
+    quiet heavy account) that walks everyone's newer entries, 24 s at 10 million. Asked for
+    the ids only, `entry_account_newest` (account, id DESC) answers from the index alone, and
+    the rows are then fetched by primary key: under a millisecond whatever the account.
+    A kind other than `charge` reads `entry_account_kind_newest` the same way; charges, nearly
+    all of an account's entries, are its entries minus the few others (that index again)."""
+    entries = LedgerEntry.objects.filter(account_id=account_id)
+    if before_id is not None:
+        entries = entries.filter(id__lt=before_id)
+    if kind == EntryKind.CHARGE:
+        others = LedgerEntry.objects.filter(account_id=account_id).exclude(kind=EntryKind.CHARGE)
+        entries = entries.exclude(id__in=others.values("id"))
+    elif kind is not None:
+        entries = entries.filter(kind=kind)
+    return entries.order_by("-id").values("id")[:limit]
 
 
 # --- the building blocks (call inside an atomic block, with the account locked) -------------
@@ -647,6 +675,8 @@ def hold_create(
         lot.reserved += amount
         lot.save(update_fields=["reserved"])
         hold = Hold.objects.create(
+            # Time-ordered (config/ids.py), as the SQL path's: the retention walks the key.
+            id=uuid7(now),
             account=account,
             lot=lot,
             request_id=request_id,

@@ -205,6 +205,11 @@ class UsageBucket(models.Model):
         indexes = [
             # Every report reads one account's buckets over a time range.
             models.Index(fields=["account", "hour"], name="usagebucket_account_hour"),
+            # The admin index's credits consumed today: every account's buckets of the day
+            # (credits.usage.dashboard). Written once per new bucket row (account, key, model,
+            # hour), never by the settle's upsert of an existing one (`hour` does not change,
+            # so the update stays HOT).
+            models.Index(fields=["hour"], name="usagebucket_hour"),
         ]
 
     def __str__(self) -> str:

@@ -21,7 +21,6 @@ import contextlib
 import functools
 import json
 import logging
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +32,7 @@ from django.db import InterfaceError, OperationalError
 from accounts import secrets
 from accounts.api_keys import api_key_is_well_formed
 from config import observability
+from config.ids import uuid7
 from config.parsers import TOO_DEEP_MESSAGE
 from config.text import made_storable, storable
 from credits import clock
@@ -308,7 +308,7 @@ def _authorize_in_one(
     limit = limiter_hit(key_id=key_id, tier=tier, now=now)
     if not limit.allowed:
         return None  # counted nothing; the 429 comes after the key and credit checks
-    hold_id = str(uuid.uuid4())
+    hold_id = str(uuid7(now))  # time-ordered: config/ids.py
     expires_at = now + timedelta(seconds=settings.HOLD_TTL_SECONDS)
     try:
         fast = backend.authorize(
@@ -386,7 +386,7 @@ def _authorize(
                     tier=tier,
                 )
             )
-        hold_id = str(uuid.uuid4())
+        hold_id = str(uuid7(now))  # time-ordered: config/ids.py
         expires_at = now + timedelta(seconds=settings.HOLD_TTL_SECONDS)
         try:
             held = backend.hold(

@@ -15,6 +15,7 @@ from .ledger import (
     Lot,
     LotSource,
 )
+from .reconcile import ReconcileCheckpoint, ReconcileLotCheckpoint
 
 __all__ = [
     "MAX_CREDITS",
@@ -28,4 +29,6 @@ __all__ = [
     "LedgerEntry",
     "Lot",
     "LotSource",
+    "ReconcileCheckpoint",
+    "ReconcileLotCheckpoint",
 ]

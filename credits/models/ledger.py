@@ -216,7 +216,7 @@ class LedgerEntry(models.Model):
     amount = models.BigIntegerField()
     balance_after = models.BigIntegerField()
     idempotency_key = models.CharField(max_length=200)  # unique: see Meta.constraints
-    reference = models.CharField(max_length=200, blank=True)  # not indexed: see Meta.indexes
+    reference = models.CharField(max_length=200, blank=True)  # indexed but for charges: Meta
     reason = models.TextField(blank=True)
     # Staff who wrote an adjustment; NULL on every other entry. Indexed only where set
     # (`entry_created_by`): the hot path's charges then add no entry to that index.
@@ -272,9 +272,30 @@ class LedgerEntry(models.Model):
                 name="entry_created_by",
                 condition=Q(created_by__isnull=False),
             ),
-            # No index on `reference`: no query filters on it (the admin's search is
-            # `icontains`, which no btree serves), and it cost one index entry per charge
-            # (issue 23). An exact-reference search would want it back.
+            # The admin's exact search by reference (credits.admin.entry_search), for every
+            # kind but charges: they are millions, one per settled request, and are found
+            # through their hold's unique request id instead, so the hot path writes no entry
+            # here (issue 23: a full index on `reference` cost one entry per charge).
+            models.Index(
+                fields=["reference"],
+                name="entry_reference_not_charge",
+                condition=~Q(kind=EntryKind.CHARGE),
+            ),
+            # A list of one kind, newest first: the admin's kind filter, and the user's ledger
+            # of one kind (`GET /api/user/ledger?kind=`), for every kind but charges, which
+            # are nearly every row, so the newest of them are the newest rows. Partial like
+            # the one above: the hot path's charges write nothing to either (issue 23; a
+            # grant's page at 10 million entries was a 7-second walk of the primary key).
+            models.Index(
+                fields=["kind", "-id"],
+                name="entry_kind_newest",
+                condition=~Q(kind=EntryKind.CHARGE),
+            ),
+            models.Index(
+                fields=["account", "kind", "-id"],
+                name="entry_account_kind_newest",
+                condition=~Q(kind=EntryKind.CHARGE),
+            ),
         ]
 
     def __str__(self) -> str:

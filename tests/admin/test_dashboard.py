@@ -1,19 +1,21 @@
-"""The admin index shows today's (UTC) credits sold, consumed and expired, from three cheap
-aggregates of the ledger."""
+"""The admin index shows today's (UTC) credits sold, consumed and expired: sold and expired from
+two cheap aggregates of the ledger's rare kinds, consumed from the day's usage buckets (never
+the day's charge entries: issue 23)."""
 
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import User
 from credits import clock, services
+from credits.gateway.models import UsageRecord
 from credits.models import LotSource
-from credits.templatetags.credits_admin import DayTotals, day_totals
+from credits.usage.dashboard import DayTotals, day_totals
 from tests.factories import registered_user
 
 pytestmark = pytest.mark.django_db
@@ -37,8 +39,20 @@ def grant(user: User, amount: int, source: str, key: str, expires: str | None = 
 
 
 def charge(user: User, request_id: str) -> None:
+    """A request authorized and charged as the gateway's settle writes it: the charge and its
+    usage record in one transaction (the record's trigger adds it to its hourly bucket)."""
     services.hold_create(user_id=user.pk, request_id=request_id)
-    services.hold_commit(request_id=request_id)
+    with transaction.atomic():
+        result = services.hold_commit(request_id=request_id)
+        UsageRecord.objects.create(
+            request_id=request_id,
+            account_id=user.pk,
+            model="kimi-k2-0905",
+            outcome="success",
+            http_status=200,
+            charged=result.hold.charged,
+            settled_at=result.hold.settled_at or clock.now(),
+        )
 
 
 @pytest.fixture
@@ -74,7 +88,7 @@ def test_yesterdays_figures_are_yesterdays(busy_day: None) -> None:
     assert day_totals(now=yesterday) == DayTotals(day="2026-11-20", sold=520, consumed=1, expired=0)
 
 
-def test_the_index_page_shows_todays_figures_with_three_ledger_queries(
+def test_the_index_page_shows_todays_figures_with_two_ledger_queries_and_one_of_buckets(
     busy_day: None, root: Client
 ) -> None:
     with CaptureQueriesContext(connection) as captured:
@@ -86,8 +100,13 @@ def test_the_index_page_shows_todays_figures_with_three_ledger_queries(
     assert '<strong id="credits-consumed">3</strong>' in html
     assert '<strong id="credits-expired">499</strong>' in html
     ledger_queries = [q for q in captured if "credits_ledgerentry" in q["sql"]]
-    assert len(ledger_queries) == 3
+    assert len(ledger_queries) == 2
     assert all("SUM(" in q["sql"] for q in ledger_queries)
+    # The day's charges (a hundred million on a busy day) are never read: their buckets are.
+    assert not any("'charge'" in q["sql"] for q in ledger_queries)
+    bucket_queries = [q for q in captured if "credits_usagebucket" in q["sql"]]
+    assert len(bucket_queries) == 1
+    assert "SUM(" in bucket_queries[0]["sql"]
 
 
 def test_staff_without_ledger_access_do_not_see_the_figures(

@@ -105,14 +105,52 @@ def test_entries_filter_by_user_email_and_by_account(root: Client) -> None:
     assert '<input type="hidden" name="kind" value="grant">' in html  # kept on a new search
 
 
-def test_entries_are_found_by_reference_or_exact_idempotency_key(root: Client) -> None:
+def test_entries_are_found_by_exact_reference_or_exact_idempotency_key(root: Client) -> None:
     alice = registered_user(email="alice@example.com")
     bought = purchase(alice, 500, "p-42")
     other = purchase(alice, 500, "p-43")
     assert listed_ids(root, q="purchase:p-42") == {bought.pk}
-    assert listed_ids(root, q="p-43") == {other.pk}  # the reference contains it
+    assert listed_ids(root, q=" purchase:p-43 ") == {other.pk}
+    assert listed_ids(root, q="p-43") == {other.pk}  # its idempotency key
     signup = LedgerEntry.objects.get(idempotency_key=f"signup:{alice.pk}")
     assert listed_ids(root, q=f"signup:{alice.pk}") == {signup.pk}
+    # Exact only (issue 23): a part of a reference would need a scan of the whole ledger.
+    assert listed_ids(root, q="purchase:p-4") == set()
+    assert listed_ids(root, q="urchase:p-42") == set()
+
+
+def test_a_charge_is_found_by_its_request_id_with_or_without_its_prefix(root: Client) -> None:
+    alice = registered_user(email="alice@example.com")
+    services.hold_create(user_id=alice.pk, request_id="req-7f3a")
+    services.hold_commit(request_id="req-7f3a")
+    services.hold_create(user_id=alice.pk, request_id="req-7f3b")
+    services.hold_commit(request_id="req-7f3b")
+    charge = LedgerEntry.objects.get(reference="request:req-7f3a")
+    assert listed_ids(root, q="req-7f3a") == {charge.pk}
+    assert listed_ids(root, q="request:req-7f3a") == {charge.pk}
+    assert listed_ids(root, q=charge.idempotency_key) == {charge.pk}
+    assert listed_ids(root, q="req-7f3") == set()
+
+
+def test_the_search_reads_indexes_only(root: Client) -> None:
+    """Each branch of the search is an index lookup (EXPLAIN of the list's query): the
+    idempotency keys' unique index and the partial index of references that are not charges;
+    never a scan of the ledger."""
+    if connection.vendor != "postgresql":
+        pytest.skip("plans are PostgreSQL's")
+    from credits.admin import entry_search
+
+    alice = registered_user(email="alice@example.com")
+    purchase(alice, 500, "p-42")
+    query = LedgerEntry.objects.filter(entry_search("purchase:p-42")).values("pk")
+    sql, params = query.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # a tiny table: ask for the best index
+        cursor.execute(f"EXPLAIN {sql}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "entry_unique_idempotency_key" in plan
+    assert "entry_reference_not_charge" in plan
+    assert "Seq Scan on credits_ledgerentry" not in plan
 
 
 def test_the_changelist_does_not_query_once_per_row(root: Client) -> None:

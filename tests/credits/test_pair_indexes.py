@@ -19,14 +19,20 @@ PAIR_TABLE_INDEXES = {
         "credits_ledgerentry_lot_id_e8f6f51f",
         "entry_account_newest",
         "entry_created_by",
+        "entry_account_kind_newest",
         "entry_kind_created",
+        "entry_kind_newest",
+        "entry_reference_not_charge",
         "entry_unique_idempotency_key",
     },
-    "credits_usagerecord": {
-        "credits_usagerecord_pkey",
-        "usage_account_settled_id",
-    },
+    # Partitioned (credits/gateway/partitions.py): the parent's one index; each partition's
+    # are checked below.
+    "credits_usagerecord": {"usage_account_settled_id"},
 }
+
+# Each usage partition: its primary key and its part of the parent's (account, settled_at, id):
+# the two entries a settle writes (the request id's unique index went in gateway 0014).
+PARTITION_INDEX_COLUMNS = sorted([("id", True), ("account_id, settled_at, id", False)])
 
 
 @pytest.fixture(autouse=True)
@@ -47,6 +53,26 @@ def test_the_tables_a_pair_inserts_into_carry_only_the_indexes_something_reads()
     assert found == PAIR_TABLE_INDEXES
 
 
+def test_every_usage_partition_carries_the_two_indexes_of_a_settle_and_no_more() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT c.relname, pg_get_indexdef(x.indexrelid), x.indisunique
+              FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+              JOIN pg_index x ON x.indrelid = c.oid
+             WHERE i.inhparent = 'credits_usagerecord'::regclass
+            """
+        )
+        found: dict[str, list[tuple[str, bool]]] = {}
+        for partition, definition, unique in cursor.fetchall():
+            columns = definition.rsplit(" (", 1)[1].rstrip(")")
+            found.setdefault(partition, []).append((columns, unique))
+    assert "credits_usagerecord_default" in found
+    assert len(found) >= 3  # the legacy table, the months ahead, the DEFAULT
+    for partition, indexes in found.items():
+        assert sorted(indexes) == PARTITION_INDEX_COLUMNS, partition
+
+
 def test_the_index_of_staff_written_entries_leaves_the_charges_out() -> None:
     with connection.cursor() as cursor:
         cursor.execute(
@@ -54,3 +80,21 @@ def test_the_index_of_staff_written_entries_leaves_the_charges_out() -> None:
         )
         (definition,) = cursor.fetchone()
     assert definition.endswith("(created_by_id) WHERE (created_by_id IS NOT NULL)")
+
+
+@pytest.mark.parametrize(
+    ("index", "columns"),
+    [
+        ("entry_reference_not_charge", "(reference)"),
+        ("entry_kind_newest", "(kind, id DESC)"),
+        ("entry_account_kind_newest", "(account_id, kind, id DESC)"),
+    ],
+)
+def test_the_indexes_of_the_admins_lists_leave_the_charges_out(index: str, columns: str) -> None:
+    """The admin's exact search and the lists of one kind (issue 23) cost the pair nothing:
+    a charge is found through its hold's request id, and the newest charges are the newest
+    entries."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_indexdef(%s::regclass)", [index])
+        (definition,) = cursor.fetchone()
+    assert definition.endswith(f"{columns} WHERE (NOT ((kind)::text = 'charge'::text))")

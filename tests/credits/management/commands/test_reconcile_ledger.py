@@ -83,3 +83,50 @@ def test_reconcile_ledger_exits_non_zero_from_the_command_line() -> None:
     dirty = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert dirty.returncode != 0
     assert f"{user.pk}: balance is 3, the ledger says 10" in dirty.stderr
+
+
+@pytest.mark.django_db
+def test_reconcile_ledger_incremental_succeeds_then_fails_listing_the_tampered_account(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    honest = funded_user((10, None))
+    user = funded_user((10, None))
+    services.hold_create(user_id=user.pk, request_id="r1")
+    services.hold_commit(request_id="r1")
+
+    call_command("reconcile_ledger", "--incremental")
+    out = capsys.readouterr().out
+    assert "no discrepancies" in out and "3 entries read since the checkpoints" in out
+
+    services.hold_create(user_id=user.pk, request_id="r2")
+    services.hold_commit(request_id="r2")
+    _tamper("UPDATE credits_creditaccount SET consumed = 7 WHERE user_id = %s", user.pk)
+    with pytest.raises(CommandError) as failed:
+        call_command("reconcile_ledger", "--incremental")
+
+    assert str(user.pk) in str(failed.value) and str(honest.pk) not in str(failed.value)
+    assert "1 discrepancies in 1 accounts" in str(failed.value)
+    assert f"{user.pk}: consumed is 7, the ledger says 2" in capsys.readouterr().err
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reconcile_ledger_incremental_exits_non_zero_from_the_command_line() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite runs the full reconciliation for --incremental")
+    user = funded_user((10, None))
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "SECRET_KEY": "test-only",
+        "DATABASE_URL": database_url(),
+    }
+    command = [sys.executable, "manage.py", "reconcile_ledger", "--incremental"]
+
+    clean = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert clean.returncode == 0, clean.stderr
+    assert "1 checkpoints advanced" in clean.stdout
+
+    _tamper("UPDATE credits_creditaccount SET balance = 3 WHERE user_id = %s", user.pk)
+    dirty = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert dirty.returncode != 0
+    assert f"{user.pk}: balance is 3, the ledger says 10" in dirty.stderr

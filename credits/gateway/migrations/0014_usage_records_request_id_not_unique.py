@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
     atomic = False  # the reverse builds the index CONCURRENTLY
 
     dependencies = [
-        ("gateway", "0012_hold_answer_rebuilt"),
+        ("gateway", "0013_hold_answer_rebuilt"),
     ]
 
     operations = [

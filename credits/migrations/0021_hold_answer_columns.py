@@ -18,7 +18,7 @@ def _column(name: str, field: models.Field) -> migrations.AddField:  # type: ign
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("credits", "0018_account_auto_topup"),
+        ("credits", "0020_reconcile_checkpoints"),
     ]
 
     operations = [
