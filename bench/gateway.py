@@ -23,10 +23,13 @@ per API key id, so nothing collides):
 3. drives authorize+settle pairs for `--duration` seconds at concurrency 32, then 4, from a
    load generator in this process: Python asyncio over raw HTTP/1.1 keep-alive connections (one
    pair after the other per connection, request ids unique per run); prints pairs/s, p50/p99
-   of each call, and errors (any non-200, a decision that is not `allowed`, a settle that did
-   not charge 1);
+   of each call, errors (any non-200, a decision that is not `allowed`, a settle that did not
+   charge 1), and CPU per pair (/proc) of the workers, of the bench database's PostgreSQL
+   backends (the PostgreSQL CPU surely ours on a shared server), of all PostgreSQL processes
+   and of the load generator;
 4. runs pgbench with the equivalent SQL (a conditional balance update plus a ledger insert, one
-   transaction) at the same concurrency and prints our pairs/s as a ratio of it;
+   transaction) at the same concurrency and prints our pairs/s as a ratio of it, and
+   authorize's p99 as a multiple of pgbench's p99 (issue 23's c=4 target);
 5. compares, in this process, our key verification with djangorestframework-api-key's
    `is_valid`, and our three-window limiter with the `limits` library on the same Redis;
 6. checks `reconcile()` is clean and that the charges written equal the successful settles;
