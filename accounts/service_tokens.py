@@ -29,14 +29,19 @@ def service_token_create(*, name: str) -> tuple[ServiceToken, str]:
 
 
 def service_token_verify(raw: str) -> int | None:
-    """The id of the live token `raw` is, or None."""
-    if not secrets.is_well_formed(raw, TOKEN_PREFIX):
-        return None
-    digest = secrets.digest(raw)
+    """The id of the live token `raw` is, or None.
+
+    The cache is asked first, by digest: a digest remembered there is a well-formed token's
+    (nothing else is ever put there), so the shape and checksum are checked only on a miss.
+    Measured (issue 23): 3.3 us per cached call instead of 11.8 us, the checksum being most of
+    it, on every internal call. Only ASCII is digested (`is_well_formed` refuses the rest)."""
     now = time.monotonic()
-    cached = _verified.get(digest)
+    digest = secrets.digest(raw) if raw.isascii() else None
+    cached = _verified.get(digest) if digest is not None else None
     if cached is not None and now - cached[1] < CACHE_SECONDS:
         return cached[0]
+    if digest is None or not secrets.is_well_formed(raw, TOKEN_PREFIX):
+        return None
     token_id = (
         ServiceToken.objects.filter(digest=digest, revoked_at__isnull=True)
         .values_list("id", flat=True)

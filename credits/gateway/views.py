@@ -19,7 +19,6 @@ for credit must not consume quota; if the hold is refused after the limiter coun
 
 import contextlib
 import functools
-import json
 import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -39,7 +38,7 @@ from credits import clock
 
 from . import backends, decisions
 from .backends import SettleItem, SettleOutcome, Usage
-from .calls import Answer, Call, Handler, as_django_view, error_answer, with_service_token
+from .calls import Answer, Call, Handler, as_django_view, decode, error_answer, with_service_token
 from .outcomes import Outcome
 from .ratelimit import limiter_hit, limiter_peek, limiter_undo, tier_for_balance
 
@@ -59,7 +58,7 @@ class BadRequest(Exception):
 
 def _body(call: Call) -> dict[str, Any]:
     try:
-        body = json.loads(call.body())
+        body = decode(call.body())
     except RequestDataTooBig as exc:
         # Django refuses to read past DATA_UPLOAD_MAX_MEMORY_SIZE; without this it is a 500 on
         # the hot-path WSGI entry (which has no handler turning it into a 400).
@@ -338,13 +337,27 @@ def _authorize_in_one(
     return None
 
 
+def _well_formed_digest(raw_key: str) -> str | None:
+    """The key's digest if it is well-formed (shape and checksum), else None. A digest in
+    `_seen` is a well-formed key's (only those are remembered), so the checksum is checked only
+    for a key this process has not seen: issue 23, about 9 us of CPU per authorize (measured
+    with `timeit`, best of 7). Only ASCII is digested, as `api_key_is_well_formed` refuses the
+    rest before encoding it."""
+    if not raw_key.isascii():
+        return None
+    digest = secrets.digest(raw_key)
+    if digest in _seen or api_key_is_well_formed(raw_key):
+        return digest
+    return None
+
+
 def _authorize(
     *, request_id: str, raw_key: str, fmt: str, now: datetime, model: str | None = None
 ) -> Answer:
     backend = backends.get_backend()
     # A malformed key never reaches the key table; the request id is still looked up, since a
     # request id held with another key is a 409 whatever the key is.
-    digest = secrets.digest(raw_key) if api_key_is_well_formed(raw_key) else None
+    digest = _well_formed_digest(raw_key)
     if digest is not None and isinstance(backend, backends.SqlBackend):
         answer = _authorize_in_one(
             backend, request_id=request_id, digest=digest, fmt=fmt, now=now, model=model

@@ -92,3 +92,29 @@ def test_without_the_database_the_internal_api_answers_503_quickly(service_token
     assert result["authorize"] == (503, expected)
     assert result["settle"] == (503, expected)
     assert result["seconds"] < 2.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_hot_paths_reused_cursor_follows_the_connection_django_reopens() -> None:
+    # `backends._rows` keeps one psycopg cursor per thread (issue 23): a connection the server
+    # dropped is a 503 once, as before, and after Django's recycling the next call runs on the
+    # new connection, never on the dead cursor.
+    import psycopg
+    from django.db import OperationalError, close_old_connections, connection
+
+    from credits.gateway import backends
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the SQL backend's cursor is PostgreSQL's")
+    pid = backends._rows("SELECT pg_backend_pid()", [])[0][0]
+    assert backends._rows("SELECT pg_backend_pid()", [])[0][0] == pid  # the same cursor, reused
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("prepare_threshold", None)
+    with psycopg.connect(**params, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    with pytest.raises(OperationalError):
+        backends._rows("SELECT 1", [])
+    close_old_connections()  # what the WSGI entry does before every call
+    assert backends._rows("SELECT 1", []) == [(1,)]
+    assert backends._rows("SELECT pg_backend_pid()", [])[0][0] != pid
