@@ -113,21 +113,31 @@ def sizes(database: str) -> dict[str, dict[str, Any]]:
     with psycopg.connect(f"{PG}/{database}", autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE)")
         tables: dict[str, dict[str, Any]] = {}
+        # A partitioned table (the usage records since gateway 0015) is counted under its
+        # root's name: its partitions' heaps added up, each partition's index under the name
+        # of the parent's index it is attached to (or `<partition>_...` for a primary key,
+        # which is per partition).
         rows = conn.execute(
-            "SELECT c.relname, pg_relation_size(c.oid),"
-            " CASE WHEN c.reltoastrelid = 0 THEN 0"
-            "      ELSE pg_total_relation_size(c.reltoastrelid) END"
+            "SELECT r.relname, sum(pg_relation_size(c.oid)),"
+            " sum(CASE WHEN c.reltoastrelid = 0 THEN 0"
+            "      ELSE pg_total_relation_size(c.reltoastrelid) END)"
             " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE c.relkind = 'r' AND n.nspname = 'public'"
+            " JOIN pg_class r ON r.oid = coalesce(pg_partition_root(c.oid), c.oid)"
+            " WHERE c.relkind IN ('r', 'p') AND n.nspname = 'public' GROUP BY r.relname"
         ).fetchall()
         for name, heap, toast in rows:
-            tables[name] = {"heap": heap, "toast": toast, "indexes": {}}
-        for table, index, size in conn.execute(
-            "SELECT t.relname, i.relname, pg_relation_size(i.oid) FROM pg_index x"
+            tables[name] = {"heap": int(heap), "toast": int(toast), "indexes": {}}
+        for table, partition, index, size in conn.execute(
+            "SELECT r.relname, t.relname, ri.relname, pg_relation_size(i.oid) FROM pg_index x"
             " JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid"
+            " JOIN pg_class r ON r.oid = coalesce(pg_partition_root(t.oid), t.oid)"
+            " JOIN pg_class ri ON ri.oid = coalesce(pg_partition_root(i.oid), i.oid)"
             " JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = 'public'"
         ):
-            tables[table]["indexes"][index] = size
+            if partition != table and index.startswith(partition):
+                index = "<partition>" + index[len(partition) :]
+            indexes = tables[table]["indexes"]
+            indexes[index] = indexes.get(index, 0) + size
     return tables
 
 
@@ -140,7 +150,9 @@ def heap_detail(database: str, tables: list[str]) -> dict[str, dict[str, float]]
         conn.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
         for table in tables:
             live, dead, free, count = conn.execute(
-                "SELECT tuple_len, dead_tuple_len, free_space, tuple_count FROM pgstattuple(%s)",
+                "SELECT sum(s.tuple_len), sum(s.dead_tuple_len), sum(s.free_space),"
+                " sum(s.tuple_count) FROM pg_class c, pgstattuple(c.oid) s"
+                " WHERE c.relkind = 'r' AND coalesce(pg_partition_root(c.oid), c.oid) = %s::regclass",
                 [table],
             ).fetchone()  # type: ignore[misc]
             width = conn.execute(f"SELECT avg(pg_column_size(t.*)) FROM {table} t").fetchone()[0]  # type: ignore[index]
