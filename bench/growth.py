@@ -152,7 +152,8 @@ def heap_detail(database: str, tables: list[str]) -> dict[str, dict[str, float]]
             live, dead, free, count = conn.execute(
                 "SELECT sum(s.tuple_len), sum(s.dead_tuple_len), sum(s.free_space),"
                 " sum(s.tuple_count) FROM pg_class c, pgstattuple(c.oid) s"
-                " WHERE c.relkind = 'r' AND coalesce(pg_partition_root(c.oid), c.oid) = %s::regclass",
+                " WHERE c.relkind = 'r'"
+                " AND coalesce(pg_partition_root(c.oid), c.oid) = %s::regclass",
                 [table],
             ).fetchone()  # type: ignore[misc]
             width = conn.execute(f"SELECT avg(pg_column_size(t.*)) FROM {table} t").fetchone()[0]  # type: ignore[index]
