@@ -44,12 +44,15 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-PG = "postgres://postgres@127.0.0.1:5432"
+sys.path.insert(0, str(ROOT))
+
+# The scratch database's environment, its reset and the handlers' call: bench/writes.py's.
+from bench.writes import PG, Call, environment, reset_database  # noqa: E402
+
 MODELS = ("kimi-k2-0905", "kimi-k2-turbo-preview", "kimi-k2-0711-preview", "moonshot-v1-8k")
 REASONS = ("upstream_error", "client_error", "client_disconnected", "timeout")
 # Tables whose rows are written per request; the rest are reported if they grew at all.
@@ -70,40 +73,11 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def environment(database: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "DATABASE_URL": f"{PG}/{database}",
-            "REDIS_URL": "",
-            "CELERY_BROKER_URL": "",
-            "SECRET_KEY": "bench-only-secret-key-not-for-production",
-            "DEBUG": "",
-            "LOG_LEVEL": "ERROR",
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    return env
-
-
-def admin(sql: str) -> None:
+def drop_database(database: str) -> None:
     import psycopg
 
     with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
-
-
-@dataclass
-class Call:
-    """What the hot path's handlers read of a request (`credits.gateway.calls.Call`)."""
-
-    authorization: str
-    payload: dict[str, Any]
-    method: str = "POST"
-
-    def body(self) -> bytes:
-        return json.dumps(self.payload).encode()
+        conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")  # type: ignore[arg-type]
 
 
 def sizes(database: str) -> dict[str, dict[str, Any]]:
@@ -265,14 +239,12 @@ def show(table: str, figure: dict[str, Any], heap: dict[str, float] | None, n: i
 
 def main() -> None:
     args = parse_args()
-    admin(f"DROP DATABASE IF EXISTS {args.database} WITH (FORCE)")
-    admin(f"CREATE DATABASE {args.database}")
+    reset_database(args.database)
     env = environment(args.database)
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True
     )
     os.environ.update(env)
-    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
@@ -314,7 +286,7 @@ def main() -> None:
         print(json.dumps({"requests": n, "mix": mix, "tables": figures, "heaps": detail}))
     connection.close()
     if not args.keep:
-        admin(f"DROP DATABASE IF EXISTS {args.database} WITH (FORCE)")
+        drop_database(args.database)
 
 
 if __name__ == "__main__":
