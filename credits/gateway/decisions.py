@@ -195,6 +195,12 @@ class AnswerShape:
         """The tier's name as the hold keeps it: empty for none (a tier's name never is)."""
         return self.tier or ""
 
+    @property
+    def sql_params(self) -> tuple[int, str, int | None, int | None, int | None]:
+        """The five parameters the hold-writing SQL functions take for it, in their order
+        (`gateway_hold_create`, `gateway_authorize`: `answer_format` .. `answer_remaining`)."""
+        return (self.format_code, self.tier_text, self.window, self.limit, self.remaining)
+
 
 def answer_shape(fmt: str, tier: TierLimits | None, limit: LimitResult | None) -> AnswerShape:
     """The shape of the answer that allows a request under `tier`, counted as `limit`."""
